@@ -1,0 +1,149 @@
+"""The daemon's Jobs in memory: what the probes work on, and what has been made durable.
+
+Two views, because a value may be shown (API, metrics) only once it is in the store: a
+``kill -9`` must never make an exposed restart count go down. Probe rounds fold into the
+*working* records and mark them dirty; the committer writes the dirty ones in one transaction
+and only then copies them into the *exposed* view that readers see.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import anyio
+
+from .fold import JobRecord
+from .logs import get_logger
+from .store import Store, StoredJob, StoreError
+
+log = get_logger("flink_probe.store")
+
+
+@dataclass(slots=True)
+class StoreHealth:
+    ok: bool = True
+    error: str | None = None
+    last_commit_at: float | None = None
+    commits: int = 0
+    failures: int = 0
+    jobs_written: int = 0
+
+
+class JobBook:
+    def __init__(self, store: Store, records: Iterable[JobRecord] = ()) -> None:
+        self._store = store
+        self._working: dict[str, JobRecord] = {}
+        # target -> ids of its Jobs that are still probed (insertion-ordered set).
+        self._probing: dict[str, dict[str, None]] = {}
+        self._index(records)
+        self._exposed: dict[str, JobRecord] = dict(self._working)
+        self._dirty: set[str] = set()
+        self._wakeup = anyio.Event()
+        self._write_lock = anyio.Lock()
+        self.health = StoreHealth()
+
+    @classmethod
+    def load(cls, store: Store) -> JobBook:
+        """Read every stored Job (history included); raises StoreError on a bad document."""
+        records = []
+        for row in store.load():
+            try:
+                records.append(JobRecord.from_document(row.document))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StoreError(
+                    f"state file holds an unreadable Job {row.job_id}: {exc.__class__.__name__}"
+                ) from None
+        return cls(store, records)
+
+    # Readers (API, metrics, scheduler).
+
+    @property
+    def exposed(self) -> Mapping[str, JobRecord]:
+        """The durable records: everything a user can see."""
+        return self._exposed
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """The newest record (working view), for the probe loop."""
+        return self._working.get(job_id)
+
+    def working(self) -> Iterable[JobRecord]:
+        return self._working.values()
+
+    def probing(self, target: str) -> Iterable[JobRecord]:
+        """The target's Jobs that the scheduler still probes (not final, or settling)."""
+        return [self._working[job_id] for job_id in self._probing.get(target, ())]
+
+    # Writers (probe rounds, sources).
+
+    def put(self, records: Iterable[JobRecord]) -> None:
+        self._dirty.update(self._index(records))
+        if self._dirty:
+            self._wakeup.set()
+
+    def _index(self, records: Iterable[JobRecord]) -> list[str]:
+        ids = []
+        for record in records:
+            job_id = record.job.id
+            self._working[job_id] = record
+            probing = self._probing.setdefault(record.job.target, {})
+            if record.probing:
+                probing[job_id] = None
+            else:
+                probing.pop(job_id, None)
+            ids.append(job_id)
+        return ids
+
+    @property
+    def pending(self) -> int:
+        return len(self._dirty)
+
+    async def commit(self) -> bool:
+        """Write every dirty record in one transaction; expose them once it is durable."""
+        async with self._write_lock:
+            if not self._dirty:
+                return True
+            batch = {job_id: self._working[job_id] for job_id in self._dirty}
+            self._dirty.clear()
+            rows = [_row(r) for r in batch.values()]
+            started = time.monotonic()
+            try:
+                await anyio.to_thread.run_sync(self._store.write_batch, rows)
+            except StoreError as exc:
+                # Keep the batch: later records of the same Jobs supersede it, the rest retry.
+                self._dirty.update(batch)
+                self.health.failures += 1
+                if self.health.ok:
+                    log.error("store write failed; retrying, values stay unexposed", error=str(exc))
+                self.health.ok, self.health.error = False, str(exc)
+                return False
+            if not self.health.ok:
+                log.info("store writes resumed", jobs=len(rows))
+            self._exposed.update(batch)
+            self.health.ok, self.health.error = True, None
+            self.health.last_commit_at = time.time()
+            self.health.commits += 1
+            self.health.jobs_written += len(rows)
+            log.debug("committed", jobs=len(rows), seconds=round(time.monotonic() - started, 4))
+            return True
+
+    async def run_committer(self, retry_after: float = 1.0) -> None:
+        """Commit whenever something is dirty; back off while the store fails."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            if not await self.commit():
+                await anyio.sleep(retry_after)
+                self._wakeup.set()
+
+
+def _row(record: JobRecord) -> StoredJob:
+    job = record.job
+    return StoredJob(
+        job_id=job.id,
+        namespace=job.metadata.namespace,
+        state=job.state.value,
+        resource_version=job.metadata.resource_version,
+        document=record.to_document(),
+    )

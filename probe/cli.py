@@ -1,0 +1,82 @@
+"""``flink-probe``: the command line.
+
+Exit codes: 0 success; 1 the daemon could not run (state store, listen address); 2 a usage or
+configuration error. A user mistake prints one line per problem to stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+
+from ._version import __version__
+from .config import Config, ConfigError, dump_effective, load_config
+from .logs import configure, get_logger
+from .store import StoreError
+
+EXIT_OK = 0
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flink-probe",
+        description="Watch Apache Flink jobs as Job resources and export them to Prometheus.",
+    )
+    parser.add_argument("--version", action="version", version=f"flink-probe {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    config_help = (
+        "YAML configuration file (default: $FLINK_PROBE_CONFIG; with neither, the sidecar "
+        "default: discover every job of http://127.0.0.1:8081)"
+    )
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    check = commands.add_parser(
+        "check-config", help="validate the configuration and print it (secrets redacted)"
+    )
+    check.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"flink-probe: config: {line}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "check-config":
+        sys.stdout.write(dump_effective(config))
+        return EXIT_OK
+    return run(config)
+
+
+def run(config: Config) -> int:
+    from .daemon import Daemon
+
+    configure(config.logging.level, config.logging.format)
+    log = get_logger("flink_probe")
+    log.info("starting", version=__version__)
+    try:
+        return anyio.run(Daemon(config).run)
+    except StoreError as exc:
+        log.error("cannot use the state store", error=str(exc))
+        print(f"flink-probe: {exc}", file=sys.stderr)
+    except OSError as exc:
+        # Binding the listen address is the only OSError that reaches here.
+        message = f"cannot listen on {config.server.listen}: {exc.strerror or exc}"
+        log.error("cannot start", error=message)
+        print(f"flink-probe: {message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""The running daemon: wiring, lifecycle, signals and graceful shutdown.
+
+Root tasks (named, in one anyio task group): the committer, the scheduler (one loop per
+target) and the shutdown watcher. SIGTERM/SIGINT set ``should_exit``: scheduling stops, rounds
+in flight get ``probe.timeout`` + 1 s to finish and are then cancelled, the last batch is
+committed, the HTTP server closes, and ``run`` returns 0. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+
+import aiohttp
+import anyio
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from ._version import __version__
+from .book import JobBook
+from .config import Config, TargetConfig
+from .flink import FlinkClient
+from .fold import FoldSettings
+from .logs import get_logger
+from .metrics import DaemonMetrics, StateCollector
+from .model import from_epoch
+from .prober import Prober, TargetLags
+from .restarts import Lags
+from .scheduler import Scheduler, Target
+from .server import Api, Liveness
+from .sources import declare_static_jobs
+from .store import Store, open_store
+
+log = get_logger("flink_probe.daemon")
+
+# The probe loop counts as stalled (GET /healthz answers 503) after this many intervals of
+# silence; a round may legitimately run for a few intervals against a slow target.
+STALE_INTERVALS = 5
+SHUTDOWN_GRACE_EXTRA = 1.0
+
+
+class Daemon:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.should_exit = anyio.Event()
+        self._force_exit = False
+        self.bound_port: int | None = None
+        """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
+
+    async def run(self) -> int:
+        """Run until asked to stop. Raises StoreError (exit 1) if the state cannot be opened."""
+        config = self.config
+        store = await anyio.to_thread.run_sync(open_store, config.state.path)
+        try:
+            return await self._run_with_store(store)
+        finally:
+            store.close()
+
+    async def _run_with_store(self, store: Store) -> int:
+        config = self.config
+        book = await anyio.to_thread.run_sync(JobBook.load, store)
+        book.put(declare_static_jobs(config.jobs, dict(book.exposed), from_epoch(self.clock())))
+        await book.commit()
+        log.info(
+            "state loaded",
+            path=str(config.state.path),
+            jobs=len(book.exposed),
+            probing=sum(1 for r in book.working() if r.probing),
+        )
+
+        registry = CollectorRegistry(auto_describe=True)
+        metrics = DaemonMetrics(registry)
+        connector = aiohttp.TCPConnector(
+            limit=config.probe.concurrency,
+            limit_per_host=config.probe.per_target_concurrency,
+        )
+        async with aiohttp.ClientSession(
+            connector=connector, headers={"User-Agent": f"flink-probe/{__version__}"}
+        ) as session:
+            global_limit = anyio.CapacityLimiter(config.probe.concurrency)
+            targets = [self._target(t, session, global_limit) for t in config.targets]
+            scheduler = Scheduler(book, targets, config.probe.interval, metrics, self.clock)
+            registry.register(
+                StateCollector(
+                    book, lambda: scheduler.health, config.probe.metrics_retention, self.clock
+                )
+            )
+            liveness = Liveness(
+                heartbeat=lambda: scheduler.heartbeat,
+                stale_after=STALE_INTERVALS * config.probe.interval,
+                targets_probed=lambda: scheduler.all_probed,
+                loaded=True,
+            )
+            runner = web.AppRunner(Api(book, registry, liveness).app(), handle_signals=False)
+            await runner.setup()
+            try:
+                site = web.TCPSite(runner, config.server.host, config.server.port)
+                await site.start()
+                self.bound_port = _bound_port(runner)
+                log.info(
+                    "listening",
+                    address=f"http://{config.server.host}:{self.bound_port}/",
+                    targets=[t.name for t in targets],
+                    interval=config.probe.interval,
+                )
+                await self._serve(book, scheduler)
+            finally:
+                await runner.cleanup()
+        log.info("stopped", committed=book.pending == 0)
+        return 0
+
+    async def _serve(self, book: JobBook, scheduler: Scheduler) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(book.run_committer, name="committer")
+                async with anyio.create_task_group() as probing:
+                    loops_done = anyio.Event()
+
+                    async def run_scheduler() -> None:
+                        await scheduler.run()
+                        loops_done.set()
+
+                    probing.start_soon(run_scheduler, name="scheduler")
+                    await self.should_exit.wait()
+                    scheduler.stop()
+                    grace = self.config.probe.timeout + SHUTDOWN_GRACE_EXTRA
+                    log.info("stopping: letting probe rounds in flight finish", grace=grace)
+                    with anyio.move_on_after(0 if self._force_exit else grace):
+                        await loops_done.wait()
+                    probing.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+            # Rounds that finished are in the book; make them durable before leaving.
+            with anyio.CancelScope(shield=True):
+                await book.commit()
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.should_exit.is_set():
+            self._force_exit = True
+            log.warning("second signal: stopping now", signal=signal.Signals(signum).name)
+        else:
+            log.info("signal received: shutting down", signal=signal.Signals(signum).name)
+        self.should_exit.set()
+
+    def _target(
+        self, target: TargetConfig, session: aiohttp.ClientSession, limit: anyio.CapacityLimiter
+    ) -> Target:
+        probe = self.config.probe
+        client = FlinkClient(
+            session,
+            target.url,
+            timeout=probe.timeout,
+            max_body_bytes=probe.max_body_bytes,
+            headers=target.headers,
+        )
+        own_limit = anyio.CapacityLimiter(probe.per_target_concurrency)
+        prober = Prober(
+            client,
+            TargetLags(target.overview_max_age, target.metrics_max_age, probe.interval),
+            [own_limit, limit],
+            self.clock,
+        )
+        return Target(
+            name=target.name,
+            namespace=target.namespace,
+            discover=target.discover,
+            prober=prober,
+            fold_settings=FoldSettings(
+                not_found_grace=probe.not_found_grace,
+                start_timeout=probe.start_timeout,
+                lags=Lags(target.overview_max_age, target.metrics_max_age),
+            ),
+        )
+
+
+def _bound_port(runner: web.AppRunner) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return 0

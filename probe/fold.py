@@ -1,0 +1,237 @@
+"""Folding one probe's observation into a Job: the pure heart of the daemon (no I/O).
+
+``fold(record, observation, settings)`` returns the new record and what happened (state
+transitions, restart increases). The scheduler calls it for every probed Job and stores the
+results of a round in one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Self, TypeVar
+
+from pydantic import BaseModel
+
+from .model import (
+    Failure,
+    FailureReason,
+    FlinkJobStatus,
+    Job,
+    JobState,
+    Started,
+    from_epoch,
+)
+from .restarts import Lags, RestartLedger, Sighting, observe
+from .states import check_transition, route
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class Presence(StrEnum):
+    """Where the probe found the Flink job."""
+
+    FOUND = "found"
+    """The cluster answered and the job is there: status and start-time are known."""
+    GONE = "gone"
+    """Absent from a well-formed overview, and ``/jobs/:jid`` answered 404."""
+    UNCONFIRMED = "unconfirmed"
+    """Absent from a well-formed overview, but ``/jobs/:jid`` did not answer clearly."""
+    UNREACHABLE = "unreachable"
+    """No well-formed answer from the cluster: nothing is known."""
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What one probe of one Job learnt, at time ``at`` (seconds since the Unix epoch)."""
+
+    at: float
+    presence: Presence
+    status: FlinkJobStatus = FlinkJobStatus.UNKNOWN
+    start_time: int | None = None
+    start_time_max_age: float | None = None
+    """How old status and start-time may be (None: the target's ``overview_max_age``)."""
+    num_restarts: int | None = None
+    num_restarts_max_age: float = math.inf
+    """How old ``num_restarts`` may be; infinite when unknown (it is then never credited)."""
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSettings:
+    not_found_grace: int
+    start_timeout: float
+    lags: Lags
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A Job resource plus the state the daemon keeps for it (stored together)."""
+
+    job: Job
+    ledger: RestartLedger = field(default_factory=RestartLedger)
+    missing_probes: int = 0
+    """Consecutive probes that found the (seen) job gone; reset when it is found."""
+    last_probe_at: float | None = None
+    """When the last probe of the Job ended (also for Jobs without ``status.started``)."""
+
+    @property
+    def probing(self) -> bool:
+        """Whether the scheduler still probes this Job (not final, or its count settling)."""
+        if not self.job.state.is_final:
+            return True
+        return self.ledger.terminal_seen_at is not None and not self.ledger.settled
+
+    def to_document(self) -> str:
+        return json.dumps(
+            {
+                "job": self.job.to_wire(),
+                "ledger": self.ledger.to_dict(),
+                "missingProbes": self.missing_probes,
+                "lastProbeAt": self.last_probe_at,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_document(cls, text: str) -> Self:
+        data: dict[str, Any] = json.loads(text)
+        return cls(
+            job=Job.model_validate(data["job"]),
+            ledger=RestartLedger.from_dict(data["ledger"]),
+            missing_probes=int(data["missingProbes"]),
+            last_probe_at=data["lastProbeAt"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transitioned:
+    source: JobState
+    target: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class RestartsIncreased:
+    before: int
+    after: int
+
+
+Event = Transitioned | RestartsIncreased
+
+
+@dataclass(frozen=True, slots=True)
+class FoldResult:
+    record: JobRecord
+    events: tuple[Event, ...]
+
+
+def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldResult:
+    found = obs.presence is Presence.FOUND
+    sighting = Sighting(
+        epoch=obs.start_time if found else None,
+        terminal=found and obs.status.is_globally_terminal,
+        raw=obs.num_restarts,
+        raw_max_age=obs.num_restarts_max_age,
+        epoch_max_age=obs.start_time_max_age,
+    )
+    ledger = observe(record.ledger, obs.at, sighting, settings.lags)
+    job = record.job
+    missing = 0 if found else record.missing_probes
+    if obs.presence is Presence.GONE and ledger.seen:
+        missing += 1
+
+    targets, failure = _next_states(job, obs, ledger, missing, settings)
+    events: list[Event] = []
+    status = job.status
+    now = from_epoch(obs.at)
+    source = job.state
+    for target in targets:
+        check_transition(source, target)
+        events.append(Transitioned(source, target))
+        if target is JobState.STARTED and status.started is None:
+            status = replace_model(
+                status,
+                started=Started(
+                    flink_job_id=job.flink_job_id,
+                    transition_time=now,
+                    last_update_time=now,
+                    observed_flink_job_restarts=0,
+                    observed_flink_job_status=obs.status,
+                ),
+            )
+        source = target
+    status = replace_model(status, state=source, failure=failure or status.failure)
+
+    if status.started is not None:
+        before = status.started.observed_flink_job_restarts
+        flink_status = obs.status if found else FlinkJobStatus.UNKNOWN
+        if source.is_final and not found:
+            # A final Job's status is frozen at its last sighting (it is only settling its count).
+            flink_status = status.started.observed_flink_job_status
+        status = replace_model(
+            status,
+            started=replace_model(
+                status.started,
+                last_update_time=now,
+                observed_flink_job_restarts=ledger.observed,
+                observed_flink_job_status=flink_status,
+            ),
+        )
+        if ledger.observed > before:
+            events.append(RestartsIncreased(before, ledger.observed))
+
+    if status != job.status:
+        metadata = replace_model(
+            job.metadata,
+            modified_at=now,
+            resource_version=job.metadata.resource_version + 1,
+            terminated_at=job.metadata.terminated_at or (now if source.is_final else None),
+        )
+        job = replace_model(job, metadata=metadata, status=status)
+    record = replace(record, job=job, ledger=ledger, missing_probes=missing, last_probe_at=obs.at)
+    return FoldResult(record, tuple(events))
+
+
+def _next_states(
+    job: Job, obs: Observation, ledger: RestartLedger, missing: int, settings: FoldSettings
+) -> tuple[tuple[JobState, ...], Failure | None]:
+    """The states this observation moves the Job through, and the failure if it ends FAILED."""
+    now = from_epoch(obs.at)
+    state = job.state
+    if state.is_final:
+        return (), None
+    if obs.presence is Presence.FOUND:
+        steps = route(state, obs.status)
+        if steps and steps[-1] is JobState.FAILED:
+            message = obs.failure_message or "Flink reported the job FAILED"
+            return steps, Failure(
+                reason=FailureReason.FLINK_JOB_FAILED, message=message, failed_at=now
+            )
+        return steps, None
+    if obs.presence is not Presence.GONE:
+        return (), None  # an unreachable or misbehaving cluster changes no state
+    if ledger.seen and missing >= settings.not_found_grace:
+        message = (
+            f"Flink job {job.flink_job_id} not found on target {job.target!r} "
+            f"for {missing} probes in a row"
+        )
+        return (JobState.FAILED,), Failure(
+            reason=FailureReason.FLINK_JOB_NOT_FOUND, message=message, failed_at=now
+        )
+    started_for = obs.at - job.metadata.created_at.timestamp()
+    if state is JobState.STARTING and not ledger.seen and started_for >= settings.start_timeout:
+        message = (
+            f"Flink job {job.flink_job_id} not seen on target {job.target!r} "
+            f"within {settings.start_timeout:g}s of the Job's creation"
+        )
+        return (JobState.FAILED,), Failure(
+            reason=FailureReason.START_TIMEOUT, message=message, failed_at=now
+        )
+    return (), None
+
+
+def replace_model(model: _M, **changes: Any) -> _M:
+    """A copy of a frozen model with some fields changed (values are already valid)."""
+    return model.model_copy(update=changes)

@@ -1,0 +1,159 @@
+"""One probe round of one target: the requests, and what they say about each Job.
+
+A round asks ``/jobs/overview`` once (status and start-time of every job of the cluster), then
+per Job ``/jobs/:jid/metrics?get=numRestarts``; a Job missing from the overview is looked up
+with ``/jobs/:jid`` (404 = gone, DESIGN.md "Gone"), and a Job Flink reports FAILED gets the
+newest entry of ``/jobs/:jid/exceptions`` as its failure message. The result is one
+``Observation`` per Job, with the possible age of each answer worked out from when its request
+was sent, so the restart rule's windows hold however long the round took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
+
+from .flink import FlinkClient, FlinkError, OverviewEntry
+from .fold import JobRecord, Observation, Presence
+from .model import FlinkJobStatus
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class TargetLags:
+    overview_max_age: float
+    metrics_max_age: float
+    interval: float
+
+
+@dataclass(slots=True)
+class RoundResult:
+    """What a round found: observations per Job id, the overview, and every request error."""
+
+    overview: list[OverviewEntry] | None = None
+    overview_error: FlinkError | None = None
+    overview_sent: float = 0.0
+    observations: dict[str, Observation] = field(default_factory=dict)
+    errors: list[tuple[str, FlinkError]] = field(default_factory=list)
+    """(endpoint, error) for every failed request of the round."""
+    requests: int = 0
+
+
+class Prober:
+    """Probes one target. Holds what must outlive a round: when metrics were last asked."""
+
+    def __init__(
+        self,
+        client: FlinkClient,
+        lags: TargetLags,
+        limiters: Sequence[anyio.CapacityLimiter],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.lags = lags
+        # The target's own limit first, then the global one: a target queueing behind its
+        # own limit must not hold a global slot that another target could use.
+        self._limiters = tuple(limiters)
+        self._clock = clock
+        # Flink's metric fetcher refreshes when asked: a value is as old as the time since the
+        # previous request plus its update interval. Unknown after start-up, hence infinite.
+        self._previous_metrics_round: float | None = None
+
+    async def overview(self, result: RoundResult) -> None:
+        result.overview_sent = self._clock()
+        try:
+            result.overview = await self._call(result, self.client.overview)
+        except FlinkError as error:
+            result.overview_error = error
+            result.errors.append(("overview", error))
+
+    async def probe_jobs(self, result: RoundResult, records: Sequence[JobRecord]) -> None:
+        """Fill ``result.observations`` for ``records``; run after ``overview``."""
+        if result.overview is None:
+            now = self._clock()
+            for record in records:
+                result.observations[record.job.id] = Observation(
+                    at=now, presence=Presence.UNREACHABLE
+                )
+            return
+        by_jid = {entry.jid: entry for entry in result.overview}
+        sent = self._clock()
+        metrics_gap = (
+            math.inf
+            if self._previous_metrics_round is None
+            else max(0.0, sent - self._previous_metrics_round - self.lags.interval)
+        )
+        self._previous_metrics_round = sent
+        async with anyio.create_task_group() as tg:
+            for record in records:
+                tg.start_soon(
+                    self._probe_job,
+                    result,
+                    record,
+                    by_jid.get(record.job.flink_job_id),
+                    result.overview_sent,
+                    metrics_gap,
+                )
+
+    async def _probe_job(
+        self,
+        result: RoundResult,
+        record: JobRecord,
+        entry: OverviewEntry | None,
+        status_sent: float,
+        metrics_gap: float,
+    ) -> None:
+        fid = record.job.flink_job_id
+        presence = Presence.FOUND
+        if entry is None:
+            status_sent = self._clock()
+            try:
+                entry = await self._call(result, lambda: self.client.job_details(fid))
+            except FlinkError as error:
+                result.errors.append(("details", error))
+                presence = Presence.UNCONFIRMED
+            else:
+                presence = Presence.GONE if entry is None else Presence.FOUND
+        if entry is None:
+            result.observations[record.job.id] = Observation(at=self._clock(), presence=presence)
+            return
+
+        raw: int | None = None
+        metrics_sent = self._clock()
+        try:
+            raw = await self._call(result, lambda: self.client.num_restarts(fid))
+        except FlinkError as error:
+            result.errors.append(("metrics", error))
+
+        message: str | None = None
+        if entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final:
+            try:
+                message = await self._call(result, lambda: self.client.newest_exception(fid))
+            except FlinkError as error:
+                result.errors.append(("exceptions", error))
+
+        now = self._clock()
+        result.observations[record.job.id] = Observation(
+            at=now,
+            presence=Presence.FOUND,
+            status=entry.state,
+            start_time=entry.start_time,
+            start_time_max_age=self.lags.overview_max_age + (now - status_sent),
+            num_restarts=raw,
+            num_restarts_max_age=self.lags.metrics_max_age + metrics_gap + (now - metrics_sent),
+            failure_message=message,
+        )
+
+    async def _call(self, result: RoundResult, request: Callable[[], Awaitable[T]]) -> T:
+        async with contextlib.AsyncExitStack() as stack:
+            for limiter in self._limiters:
+                await stack.enter_async_context(limiter)
+            result.requests += 1
+            return await request()

@@ -1,0 +1,207 @@
+"""Restart accounting: a monotonic lower bound on a Flink job's restarts ("confirm before credit").
+
+Pure logic, no I/O. DESIGN.md ("Restart lower bound") states the rule; this module is its only
+implementation. In short: Flink's ``numRestarts`` counts restarts in the current JobManager
+process only, and two signals of a new process, a larger ``start-time`` (the *epoch*) and a
+counter back at 0, arrive late and out of step (the overview is up to ``overview_max_age`` old,
+the metric up to ``metrics_max_age``). A raw count is therefore credited to an epoch only once
+that epoch is known to have been current for the whole window the raw's snapshot could come from.
+
+Times are seconds since the Unix epoch (floats); epochs are Flink's ``start-time`` in ms.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Self
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRaw:
+    """A raw ``numRestarts`` read at ``seen_at`` whose snapshot is at most ``max_age`` old."""
+
+    seen_at: float
+    value: int
+    max_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class RestartLedger:
+    """Everything needed to keep ``observed`` a lower bound; stored with the Job."""
+
+    epoch: int | None = None
+    epoch_first_seen: float | None = None
+    epoch_current_until: float | None = None
+    """The latest time the current epoch is known to have been current: the last sighting's
+    time minus the age its answer may have had."""
+    credit: int = 0
+    sealed: int = 0
+    process_restarts: int = 0
+    pending: tuple[PendingRaw, ...] = ()
+    observed: int = 0
+    terminal_seen_at: float | None = None
+    settled: bool = False
+
+    @property
+    def seen(self) -> bool:
+        """Whether any epoch of the job has been seen (the job is known to exist)."""
+        return self.epoch is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "epochFirstSeen": self.epoch_first_seen,
+            "epochCurrentUntil": self.epoch_current_until,
+            "credit": self.credit,
+            "sealed": self.sealed,
+            "processRestarts": self.process_restarts,
+            "pending": [[p.seen_at, p.value, _encode_age(p.max_age)] for p in self.pending],
+            "observed": self.observed,
+            "terminalSeenAt": self.terminal_seen_at,
+            "settled": self.settled,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(
+            epoch=data["epoch"],
+            epoch_first_seen=data["epochFirstSeen"],
+            epoch_current_until=data["epochCurrentUntil"],
+            credit=data["credit"],
+            sealed=data["sealed"],
+            process_restarts=data["processRestarts"],
+            pending=tuple(
+                PendingRaw(float(t), int(v), _decode_age(a)) for t, v, a in data["pending"]
+            ),
+            observed=data["observed"],
+            terminal_seen_at=data["terminalSeenAt"],
+            settled=data["settled"],
+        )
+
+
+def _encode_age(age: float) -> float | None:
+    # JSON has no infinity; an unknown age (first read after start-up) is stored as null.
+    return None if math.isinf(age) else age
+
+
+def _decode_age(age: float | None) -> float:
+    return math.inf if age is None else float(age)
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """What one probe learnt that matters to the count. ``None`` means "not learnt"."""
+
+    epoch: int | None = None
+    terminal: bool = False
+    raw: int | None = None
+    raw_max_age: float = math.inf
+    epoch_max_age: float | None = None
+    """How old the epoch's answer may be; None means the target's ``overview_max_age``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lags:
+    """A target's bounds on how old its answers can be (seconds)."""
+
+    overview_max_age: float
+    metrics_max_age: float
+
+    @property
+    def give_up_after(self) -> float:
+        """How long after a terminal sighting the count settles even without a final raw
+        (Flink may forget a finished job's metrics)."""
+        return 3 * self.metrics_max_age
+
+
+# Raws wait in `pending` only while their epoch is not seen again; if the overview stays away
+# for long they would pile up. Dropping the oldest loses at most a credit: still a lower bound.
+MAX_PENDING = 64
+
+
+def observe(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) -> RestartLedger:
+    """Fold one probe's sighting into the ledger (steps 1 to 5 of the rule)."""
+    if ledger.settled:
+        return ledger
+    epoch_age = lags.overview_max_age if sighting.epoch_max_age is None else sighting.epoch_max_age
+    led = _see_epoch(ledger, now, sighting, now - epoch_age)
+    if sighting.raw is not None:
+        raw = PendingRaw(now, sighting.raw, sighting.raw_max_age)
+        led = replace(led, pending=(*led.pending, raw)[-MAX_PENDING:])
+    led, credited = _confirm(led)
+    led = _settle(led, now, lags, credited)
+    total = led.sealed + led.credit + led.process_restarts
+    return led if total <= led.observed else replace(led, observed=total)
+
+
+def _see_epoch(
+    led: RestartLedger, now: float, sighting: Sighting, current_at: float
+) -> RestartLedger:
+    """Steps 1 and 5: a newer epoch seals the current one; a terminal status is remembered.
+
+    ``current_at`` is the latest time the sighting proves the epoch current (its snapshot
+    can be that old)."""
+    epoch = sighting.epoch
+    if epoch is None or (led.epoch is not None and epoch < led.epoch):
+        return led  # nothing learnt, or a stale answer from before the current epoch
+    if led.epoch is None:
+        led = replace(led, epoch=epoch, epoch_first_seen=now, epoch_current_until=current_at)
+    elif epoch > led.epoch:
+        if led.terminal_seen_at is not None:
+            # A globally terminal job is never taken over again; a larger start-time for
+            # it can only be a different submission under the same id, which we ignore.
+            return led
+        led = replace(
+            _seal(led),
+            epoch=epoch,
+            epoch_first_seen=now,
+            epoch_current_until=current_at,
+            pending=(),
+        )
+    elif led.epoch_current_until is None or current_at > led.epoch_current_until:
+        led = replace(led, epoch_current_until=current_at)
+    if sighting.terminal and led.terminal_seen_at is None:
+        led = replace(led, terminal_seen_at=now)
+    return led
+
+
+def _seal(led: RestartLedger) -> RestartLedger:
+    """Close the current JobManager process: its credit is final and one restart is counted."""
+    return replace(
+        led, sealed=led.sealed + led.credit, credit=0, process_restarts=led.process_restarts + 1
+    )
+
+
+def _confirm(led: RestartLedger) -> tuple[RestartLedger, list[PendingRaw]]:
+    """Credit every pending raw now known to belong to the current epoch; return those credited."""
+    if led.epoch_first_seen is None or led.epoch_current_until is None or not led.pending:
+        return led, []
+    first_seen, current_until = led.epoch_first_seen, led.epoch_current_until
+    terminal = led.terminal_seen_at is not None
+    kept: list[PendingRaw] = []
+    credited: list[PendingRaw] = []
+    for raw in led.pending:
+        if raw.seen_at - raw.max_age < first_seen:
+            continue  # its snapshot may predate this epoch: possibly the old process's count
+        if not terminal and current_until < raw.seen_at:
+            kept.append(raw)  # not yet known that no newer epoch had begun by its snapshot
+            continue
+        if raw.value < led.credit:
+            # Confirmed for this epoch yet lower: a process restart that kept start-time.
+            led = _seal(led)
+        led = replace(led, credit=max(led.credit, raw.value))
+        credited.append(raw)
+    return replace(led, pending=tuple(kept)), credited
+
+
+def _settle(
+    led: RestartLedger, now: float, lags: Lags, credited: list[PendingRaw]
+) -> RestartLedger:
+    """Step 5: a terminal epoch's count is final once a raw taken after its end is credited."""
+    if led.terminal_seen_at is None:
+        return led
+    final_read = any(r.seen_at - r.max_age >= led.terminal_seen_at for r in credited)
+    if final_read or now >= led.terminal_seen_at + lags.give_up_after:
+        return replace(led, settled=True, pending=())
+    return led

@@ -1,0 +1,211 @@
+"""The probe scheduler: one loop per target, each round folded into the Jobs and committed.
+
+Every target runs its own loop, so a dead, slow or hanging cluster delays only itself. A loop
+wakes on a fixed grid (``start + offset + k * interval``, no drift) with a per-target offset
+that spreads the targets over the interval, runs one round (``Prober``), folds each Job's
+observation (``fold``) and hands the new records to the ``JobBook``, which commits them in one
+batch. A target whose overview fails is retried with a capped backoff; its Jobs show UNKNOWN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from .book import JobBook
+from .flink import FlinkError, OverviewEntry
+from .fold import FoldSettings, JobRecord, RestartsIncreased, Transitioned, fold
+from .logs import get_logger
+from .metrics import DaemonMetrics, TargetHealth
+from .model import InvalidJobId, from_epoch, job_id_from_jid, new_job
+from .prober import Prober, RoundResult
+
+log = get_logger("flink_probe.scheduler")
+
+# An unreachable target is retried after interval * 2**(failures - 1), at most this many intervals.
+MAX_BACKOFF_INTERVALS = 4
+
+
+@dataclass(slots=True)
+class Target:
+    """A target as the scheduler runs it."""
+
+    name: str
+    namespace: str
+    discover: bool
+    prober: Prober
+    fold_settings: FoldSettings
+    health: TargetHealth = field(default_factory=TargetHealth)
+    failures: int = 0
+    episode: frozenset[tuple[str, str]] = frozenset()
+    """The (endpoint, reason) pairs failing in the last round: logged when they change."""
+
+
+class Scheduler:
+    def __init__(
+        self,
+        book: JobBook,
+        targets: Iterable[Target],
+        interval: float,
+        metrics: DaemonMetrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.book = book
+        self.targets = {t.name: t for t in targets}
+        self.interval = interval
+        self.metrics = metrics
+        self._clock = clock
+        self._stopping = anyio.Event()
+        self.heartbeat = time.monotonic()
+        """Updated by every loop iteration: /healthz reads it to tell the loop is alive."""
+
+    @property
+    def health(self) -> Mapping[str, TargetHealth]:
+        return {name: target.health for name, target in self.targets.items()}
+
+    @property
+    def all_probed(self) -> bool:
+        return all(t.health.probed for t in self.targets.values())
+
+    def stop(self) -> None:
+        """Start no new round; rounds in flight run on (the caller bounds them)."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            for target in self.targets.values():
+                tg.start_soon(self._loop, target, name=f"probe-loop:{target.name}")
+
+    async def _loop(self, target: Target) -> None:
+        start = time.monotonic()
+        due = start + _offset(target.name, self.interval)
+        while not self._stopping.is_set():
+            with anyio.move_on_after(max(0.0, due - time.monotonic())):
+                await self._stopping.wait()
+            if self._stopping.is_set():
+                return
+            began = time.monotonic()
+            self.heartbeat = began
+            self.metrics.scheduler_lag.observe(began - due)
+            await self.probe_round(target)
+            if target.health.up:
+                target.failures = 0
+                earliest = due + self.interval
+            else:
+                target.failures += 1
+                backoff = min(2 ** (target.failures - 1), MAX_BACKOFF_INTERVALS)
+                earliest = due + backoff * self.interval
+            now = time.monotonic()
+            # Stay on the grid; rounds whose time passed while this one ran are skipped.
+            due = max(earliest, due + math.ceil((now - due) / self.interval) * self.interval)
+            skipped = round((due - earliest) / self.interval)
+            if skipped > 0:
+                self.metrics.rounds_skipped.labels(target.name).inc(skipped)
+
+    async def probe_round(self, target: Target) -> None:
+        """One round for one target: request, fold, hand to the book."""
+        began = time.monotonic()
+        result = RoundResult()
+        with structlog.contextvars.bound_contextvars(target=target.name):
+            await target.prober.overview(result)
+            records = list(self.book.probing(target.name))
+            if result.overview is not None and target.discover:
+                records.extend(self._discover(target, result.overview))
+            await target.prober.probe_jobs(result, records)
+            folded = [self._fold(target, record, result) for record in records]
+            self.book.put(folded)
+            self._account(target, result, time.monotonic() - began, len(records))
+
+    def _discover(self, target: Target, overview: list[OverviewEntry]) -> list[JobRecord]:
+        """New Jobs for Flink jobs of the cluster the daemon does not know yet."""
+        now = from_epoch(self._clock())
+        found = []
+        for entry in overview:
+            try:
+                job_id = job_id_from_jid(entry.jid)
+            except InvalidJobId:
+                continue  # the parser only lets 32-hex ids through; kept for safety
+            if self.book.get(job_id) is not None:
+                continue
+            job = new_job(
+                job_id=job_id,
+                namespace=target.namespace,
+                deployment_name=entry.name,
+                target=target.name,
+                spec={"target": target.name},
+                now=now,
+            )
+            log.info("job discovered", job_id=job_id, flink_job_name=entry.name, flink=entry.state)
+            found.append(JobRecord(job))
+        return found
+
+    def _fold(self, target: Target, record: JobRecord, result: RoundResult) -> JobRecord:
+        observation = result.observations[record.job.id]
+        folded = fold(record, observation, target.fold_settings)
+        job = folded.record.job
+        for event in folded.events:
+            if isinstance(event, Transitioned):
+                log.info(
+                    "job state changed",
+                    job_id=job.id,
+                    source=event.source.value,
+                    state=event.target.value,
+                    flink=observation.status.value,
+                    failure=job.status.failure.message if job.status.failure else None,
+                )
+            elif isinstance(event, RestartsIncreased):
+                log.info(
+                    "job restarts increased",
+                    job_id=job.id,
+                    before=event.before,
+                    restarts=event.after,
+                )
+        return folded.record
+
+    def _account(self, target: Target, result: RoundResult, seconds: float, jobs: int) -> None:
+        up = result.overview is not None
+        health = target.health
+        health.up, health.probed, health.jobs = up, True, jobs
+        health.last_probe_at = self._clock()
+        health.last_error = None if up else str(result.overview_error)
+        self.metrics.probes.labels(target.name, "success" if up else "failure").inc()
+        self.metrics.probe_duration.labels(target.name).observe(seconds)
+        self.metrics.requests.labels(target.name).inc(result.requests)
+        for endpoint, error in result.errors:
+            self.metrics.request_errors.labels(target.name, endpoint, error.kind.value).inc()
+        self._log_episode(target, result.errors)
+        log.debug(
+            "probe round",
+            up=up,
+            jobs=jobs,
+            requests=result.requests,
+            errors=len(result.errors),
+            seconds=round(seconds, 4),
+        )
+
+    def _log_episode(self, target: Target, errors: list[tuple[str, FlinkError]]) -> None:
+        """Log a fault once when it starts and once when it ends, not on every round."""
+        now_failing = frozenset((endpoint, error.kind.value) for endpoint, error in errors)
+        started = now_failing - target.episode
+        if started:
+            first = {endpoint: str(error) for endpoint, error in errors}
+            log.warning(
+                "requests failing",
+                failing=sorted(f"{e}:{r}" for e, r in started),
+                example=next(first[e] for e, _ in sorted(started)),
+            )
+        if target.episode and not now_failing:
+            log.info("requests recovered", previously=sorted(f"{e}:{r}" for e, r in target.episode))
+        target.episode = now_failing
+
+
+def _offset(name: str, interval: float) -> float:
+    """A stable spread of the targets over the interval (the same after every restart)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return interval * int.from_bytes(digest) / 2**64

@@ -1,0 +1,150 @@
+"""The daemon's HTTP server (aiohttp.web, in the probe loop's event loop).
+
+``/metrics`` renders the daemon's registry (OpenMetrics when the scraper asks for it, gzip
+when it accepts it) in a worker thread so a large scrape does not stall the probe loop;
+``/healthz`` and ``/readyz`` answer for orchestration; the Job API is read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from ._version import __version__
+from .book import JobBook
+from .model import InvalidJobId, canonical_job_id
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class Liveness:
+    """What /healthz and /readyz consult (set by the daemon)."""
+
+    heartbeat: Callable[[], float]
+    """monotonic time of the probe loop's last sign of life."""
+    stale_after: float
+    targets_probed: Callable[[], bool]
+    loaded: bool = False
+
+
+def json_response(status: int, body: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(body, separators=(",", ":")),
+        content_type="application/json",
+    )
+
+
+def error(status: int, message: str) -> web.Response:
+    return json_response(status, {"error": {"code": status, "message": message}})
+
+
+INDEX = """<!doctype html><html><head><title>flink-probe</title></head><body>
+<h1>flink-probe {version}</h1><ul>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><a href="/api/v1/namespaces/default/jobs">/api/v1/namespaces/default/jobs</a>: Job resources
+(namespace <code>default</code>)</li>
+<li><a href="/healthz">/healthz</a>: liveness</li>
+<li><a href="/readyz">/readyz</a>: readiness</li>
+</ul></body></html>
+"""
+
+
+class Api:
+    def __init__(self, book: JobBook, registry: CollectorRegistry, liveness: Liveness) -> None:
+        self.book = book
+        self.registry = registry
+        self.liveness = liveness
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_json_errors])
+        app.router.add_get("/", self.index)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/api/v1/namespaces/{namespace}/jobs", self.list_jobs)
+        app.router.add_get("/api/v1/namespaces/{namespace}/jobs/{job_id}", self.get_job)
+        for path in (
+            "/api/v1/namespaces/{namespace}/jobs",
+            "/api/v1/namespaces/{namespace}/jobs/{job_id}",
+        ):
+            for method in ("POST", "PUT", "PATCH", "DELETE"):
+                app.router.add_route(method, path, self.read_only)
+        return app
+
+    async def index(self, request: web.Request) -> web.Response:
+        return web.Response(text=INDEX.format(version=__version__), content_type="text/html")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = await anyio.to_thread.run_sync(encoder, self.registry)
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        silent = time.monotonic() - self.liveness.heartbeat()
+        if silent > self.liveness.stale_after:
+            return json_response(
+                503, {"status": "stalled", "probeLoopSilentSeconds": round(silent, 1)}
+            )
+        return json_response(200, {"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = {
+            "stateLoaded": self.liveness.loaded,
+            "targetsProbed": self.liveness.targets_probed(),
+            "storeWritable": self.book.health.ok,
+        }
+        body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+        if self.book.health.error:
+            body["storeError"] = self.book.health.error
+        return json_response(200 if body["ready"] else 503, body)
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        items = [
+            record.job.to_wire()
+            for record in list(self.book.exposed.values())
+            if record.job.metadata.namespace == namespace
+        ]
+        items.sort(key=lambda job: (job["metadata"]["createdAt"], job["metadata"]["id"]))
+        return json_response(200, {"kind": "JobList", "items": items})
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        namespace = request.match_info["namespace"]
+        raw_id = request.match_info["job_id"]
+        try:
+            job_id = canonical_job_id(raw_id)
+        except InvalidJobId:
+            return error(404, f"job {raw_id!r} not found in namespace {namespace!r}")
+        record = self.book.exposed.get(job_id)
+        if record is None or record.job.metadata.namespace != namespace:
+            return error(404, f"job {job_id} not found in namespace {namespace!r}")
+        return json_response(200, record.job.to_wire())
+
+    async def read_only(self, request: web.Request) -> web.Response:
+        return error(405, "Job resources are managed by flink-probe alone: the API is read-only")
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error answer is JSON, including aiohttp's own 404 and 405."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error(exc.status, exc.reason)
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "GET")
+        return response

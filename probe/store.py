@@ -1,0 +1,374 @@
+"""The durable store: one opaque JSON document per Job, in a single SQLite file.
+
+The store knows nothing of the Job model. The daemon hands it whole documents, once per
+probe round, as one batch; a batch is one transaction. A value is exposed (API, metrics)
+only after the batch holding it was written (DESIGN.md, "Restart accounting"), so every
+commit is synced to disk (``synchronous=FULL``) before ``write_batch`` returns.
+
+One process owns the file at a time: an ``flock`` on a sibling ``.lock`` file, held for the
+store's lifetime and released by the kernel when the process dies, even by ``kill -9``.
+A file that cannot be read as this program's state (corrupt, another program's database,
+a newer schema) is refused and left byte for byte as it was, never replaced by an empty
+store: it holds restart counts that cannot be observed again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol, Self
+
+# Written to the SQLite header by migration 1 ("FLKP"), so a database of another program
+# that happens to sit at state.path is recognised and refused instead of migrated.
+APPLICATION_ID: Final = 0x464C4B50
+
+# SQLite's busy_timeout (the `timeout` of sqlite3.connect): how long a statement waits for a
+# lock held by another connection (an operator's `sqlite3` shell, say) before failing with
+# "database is locked".
+BUSY_TIMEOUT_SECONDS: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One Job as the store keeps it; ``document`` is opaque JSON text."""
+
+    job_id: str  # dashed UUID, primary key
+    namespace: str
+    state: str  # the Job's JobState value, for queries and debugging
+    resource_version: int  # grows with every change of the Job
+    document: str  # the Job plus its restart-accounting state
+
+
+class StoreError(Exception):
+    """A failure of the store; ``str()`` is one line meant for the user."""
+
+
+class Store(Protocol):
+    """What the daemon needs of a store, so another engine could stand in for SQLite."""
+
+    def load(self) -> list[StoredJob]:
+        """Every stored Job."""
+        ...
+
+    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
+        """Upsert ``jobs`` in one transaction: all of them are durable, or none is."""
+        ...
+
+    def close(self) -> None:
+        """Release the file; the store cannot be used afterwards."""
+        ...
+
+
+def _migrate_to_1(connection: sqlite3.Connection) -> None:
+    connection.execute(
+        """
+        CREATE TABLE jobs (
+            job_id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL,
+            state TEXT NOT NULL,
+            resource_version INTEGER NOT NULL,
+            document TEXT NOT NULL
+        )
+        """
+    )
+    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+# MIGRATIONS[i] brings a file from schema version i to i + 1. Append, never edit: files in
+# the field are at every version ever released.
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+_UPSERT: Final = """
+    INSERT INTO jobs (job_id, namespace, state, resource_version, document)
+    VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (job_id) DO UPDATE SET
+        namespace = excluded.namespace,
+        state = excluded.state,
+        resource_version = excluded.resource_version,
+        document = excluded.document
+    WHERE excluded.resource_version >= jobs.resource_version
+"""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _sqlite_reason(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", None)
+    return _one_line(f"{exc} ({name})" if name else str(exc))
+
+
+class SQLiteStore:
+    """The embedded default store: a single SQLite file in WAL mode."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, lock_fd: int) -> None:
+        """Use :meth:`open`; this only takes ownership of an opened, checked file."""
+        self._path = path
+        self._connection: sqlite3.Connection | None = connection
+        self._lock_fd = lock_fd
+        # The daemon writes from a worker thread; the lock also keeps close() from racing
+        # a write still running in that thread at shutdown.
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Path) -> Self:
+        """Open the state file at ``path``, creating it if missing, and own it until close.
+
+        Raises StoreError, leaving an existing file unchanged, if the file is in use by
+        another process, unreadable, corrupt, not flink-probe's, or of a newer schema, or if
+        its directory is missing or not writable.
+        """
+        configured = str(path)
+        path = path.absolute()
+        if path.is_dir():
+            raise StoreError(f"state.path {configured} is a directory, not a file")
+        lock_fd = _lock(configured, path)
+        try:
+            if path.exists():
+                _check_existing(path)
+            connection = _connect_and_migrate(path)
+        except BaseException:
+            os.close(lock_fd)  # closing the descriptor releases the flock
+            raise
+        return cls(path, connection, lock_fd)
+
+    @property
+    def path(self) -> Path:
+        """The absolute path of the state file."""
+        return self._path
+
+    def load(self) -> list[StoredJob]:
+        with self._mutex:
+            connection = self._open_connection()
+            try:
+                rows = connection.execute(
+                    "SELECT job_id, namespace, state, resource_version, document FROM jobs"
+                    " ORDER BY namespace, job_id"
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"reading state file {self._path} failed: {_sqlite_reason(exc)}"
+                ) from exc
+        return [StoredJob(*row) for row in rows]
+
+    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
+        """Upsert ``jobs`` in one synced transaction; a stored row never goes back.
+
+        A row is replaced only by one with a higher or equal resource_version, so a stale
+        write is ignored. On failure (disk full, I/O error, read-only file system) nothing of
+        the batch is stored, StoreError is raised, and the store stays usable: the caller
+        keeps the batch and retries once the condition clears.
+        """
+        if not jobs:
+            return
+        with self._mutex:
+            connection = self._open_connection()
+            try:
+                # A rollback that itself failed (the disk went away) leaves the transaction
+                # open; end it before starting this one.
+                if connection.in_transaction:
+                    connection.rollback()
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(
+                    _UPSERT,
+                    (
+                        (job.job_id, job.namespace, job.state, job.resource_version, job.document)
+                        for job in jobs
+                    ),
+                )
+                connection.execute("COMMIT")
+            except BaseException as exc:
+                if connection.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(
+                        f"writing {len(jobs)} jobs to state file {self._path} failed: "
+                        f"{_sqlite_reason(exc)}"
+                    ) from exc
+                raise
+
+    def close(self) -> None:
+        """Close the file (checkpointing the WAL into it) and release the lock; idempotent."""
+        with self._mutex:
+            if self._connection is None:
+                return
+            try:
+                self._connection.close()
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"closing state file {self._path} failed: {_sqlite_reason(exc)}"
+                ) from exc
+            finally:
+                self._connection = None
+                os.close(self._lock_fd)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _open_connection(self) -> sqlite3.Connection:
+        if self._connection is None:
+            raise StoreError(f"state file {self._path} is closed")
+        return self._connection
+
+
+def open_store(path: Path) -> Store:
+    """The store the daemon uses for ``state.path``."""
+    return SQLiteStore.open(path)
+
+
+def _lock(configured: str, path: Path) -> int:
+    """Take the exclusive lock on ``<path>.lock``; return its descriptor.
+
+    Creating the lock file is also the honest test that the directory can be written: it
+    fails with the kernel's own reason (permission, read-only file system) before SQLite
+    gets to say "unable to open database file".
+    """
+    directory = path.parent
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError as exc:
+        raise StoreError(f"state.path {configured}: directory {directory} does not exist") from exc
+    except NotADirectoryError as exc:
+        raise StoreError(f"state.path {configured}: {directory} is not a directory") from exc
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise StoreError(
+                f"state.path {configured}: directory {directory} is not writable ({exc.strerror})"
+            ) from exc
+        raise StoreError(
+            f"state.path {configured}: cannot create lock file {lock_path} ({exc.strerror})"
+        ) from exc
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(lock_fd)
+        raise StoreError(
+            f"state file {path} is in use by another flink-probe process (lock {lock_path} held)"
+        ) from exc
+    except OSError as exc:
+        os.close(lock_fd)
+        raise StoreError(f"state file {path}: cannot lock {lock_path} ({exc.strerror})") from exc
+    return lock_fd
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse a file that is not a readable flink-probe state file, without writing to it.
+
+    A read-only connection never writes the database file (no checkpoint, no recovery into
+    it), so a refused file is left exactly as it was found.
+    """
+    if not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"state file {path} is not readable and writable by this user")
+    left_unchanged = (
+        "it was left unchanged; restore it from a backup, move it aside, or use another state.path"
+    )
+    try:
+        checker = sqlite3.connect(
+            f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"state file {path} cannot be opened: {_sqlite_reason(exc)}") from exc
+    try:
+        application_id = checker.execute("PRAGMA application_id").fetchone()[0]
+        user_version = checker.execute("PRAGMA user_version").fetchone()[0]
+        has_schema = checker.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] > 0
+        quick_check = [row[0] for row in checker.execute("PRAGMA quick_check")]
+    except sqlite3.Error as exc:
+        raise StoreError(
+            f"state file {path} is unreadable or corrupt ({_sqlite_reason(exc)}); {left_unchanged}"
+        ) from exc
+    finally:
+        checker.close()
+    if quick_check != ["ok"]:
+        raise StoreError(
+            f"state file {path} is corrupt (quick_check: {_one_line(quick_check[0])});"
+            f" {left_unchanged}"
+        )
+    is_empty_database = application_id == 0 and user_version == 0 and not has_schema
+    if application_id != APPLICATION_ID and not is_empty_database:
+        raise StoreError(
+            f"state file {path} is a SQLite database of another program, not flink-probe's"
+            f" (application_id {application_id:#x}); it was left unchanged; use another"
+            " state.path"
+        )
+    if user_version > SCHEMA_VERSION:
+        raise StoreError(
+            f"state file {path} has schema version {user_version}, newer than this"
+            f" flink-probe supports ({SCHEMA_VERSION}); upgrade flink-probe or use another"
+            " state.path"
+        )
+
+
+def _sync_directory(directory: Path) -> None:
+    """Make the directory entries of the file and its WAL durable: SQLite syncs the entry of
+    a WAL it creates but not of the database file, so a power loss soon after the first start
+    could otherwise lose the whole file."""
+    try:
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+    except OSError as exc:
+        raise StoreError(
+            f"state.path directory {directory} cannot be synced ({exc.strerror})"
+        ) from exc
+
+
+def _connect_and_migrate(path: Path) -> sqlite3.Connection:
+    try:
+        # isolation_level=None: transactions are begun and committed explicitly, so a batch
+        # is exactly one transaction whatever the statements in it.
+        connection = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"state file {path} cannot be opened: {_sqlite_reason(exc)}") from exc
+    try:
+        journal_mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if journal_mode != "wal":
+            raise StoreError(
+                f"state file {path}: SQLite refused WAL mode (journal_mode is {journal_mode})"
+            )
+        # FULL syncs the WAL on every commit, so a returned write_batch survives power loss,
+        # not only a crash of the process (NORMAL's promise).
+        connection.execute("PRAGMA synchronous = FULL")
+        _migrate(connection)
+        _sync_directory(path.parent)
+    except sqlite3.Error as exc:
+        connection.close()
+        raise StoreError(
+            f"state file {path} cannot be prepared for writing: {_sqlite_reason(exc)}"
+        ) from exc
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION, each step in its own transaction with its version."""
+    version: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            migration(connection)
+            connection.execute(f"PRAGMA user_version = {target}")
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.rollback()
+            raise

@@ -1,0 +1,1 @@
+"""Harness that runs real Flink, ZooKeeper and Prometheus on loopback for the tests."""

@@ -1,0 +1,784 @@
+"""Configuration: defaults, sources and their priority, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from probe.config import (
+    Config,
+    ConfigError,
+    JobConfig,
+    ProbeConfig,
+    ServerConfig,
+    TargetConfig,
+    dump_effective,
+    format_byte_size,
+    format_duration,
+    load_config,
+    parse_byte_size,
+    parse_duration,
+    redacted_dict,
+)
+
+EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
+JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
+OTHER_JOB_ID = "6b0e6a4c-2f7e-4c59-9a52-1f0e2b7d9c11"
+DURATION_HINT = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Relative state paths resolve against the working directory: make it a known one."""
+    monkeypatch.chdir(tmp_path)
+
+
+def load_text(text: str, environ: Mapping[str, str] | None = None) -> Config:
+    path = Path("flink-probe.yaml")
+    path.write_text(text)
+    return load_config(path, environ={} if environ is None else environ)
+
+
+def error_lines(text: str | None, environ: Mapping[str, str] | None = None) -> list[str]:
+    environ = {} if environ is None else environ
+    path = None
+    if text is not None:
+        path = Path("flink-probe.yaml")
+        path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ=environ)
+    return raised.value.errors
+
+
+# --- defaults -------------------------------------------------------------------------------
+
+
+def test_an_empty_file_gives_the_defaults_and_no_targets(tmp_path: Path) -> None:
+    config = load_text("")
+
+    assert config.server.listen == "0.0.0.0:9270"
+    assert (config.server.host, config.server.port) == ("0.0.0.0", 9270)
+    assert config.probe == ProbeConfig(
+        interval=10.0,
+        timeout=5.0,
+        not_found_grace=3,
+        start_timeout=600.0,
+        concurrency=64,
+        per_target_concurrency=8,
+        max_body_bytes=4 * 1024 * 1024,
+        metrics_retention=3600.0,
+    )
+    assert config.state.path == tmp_path / "flink-probe.db"
+    assert (config.logging.level, config.logging.format) == ("info", "json")
+    assert config.targets == []
+    assert config.jobs == []
+
+
+def test_a_file_without_targets_has_no_targets() -> None:
+    config = load_text("probe: {interval: 20s}\njobs:\n")
+
+    assert config.targets == []
+    assert config.jobs == []
+
+
+def test_no_file_at_all_is_the_sidecar_default(tmp_path: Path) -> None:
+    config = load_config(None, environ={})
+
+    assert config.targets == [
+        TargetConfig(name="local", url="http://127.0.0.1:8081/", discover=True, namespace="default")
+    ]
+    assert config.jobs == []
+    assert config.state.path == tmp_path / "flink-probe.db"
+    assert config.probe == ProbeConfig()
+
+
+def test_flink_probe_config_names_the_file_when_no_path_is_given(tmp_path: Path) -> None:
+    path = tmp_path / "from-env.yaml"
+    path.write_text("targets: [{name: remote, url: 'http://flink:8081'}]\n")
+
+    config = load_config(None, environ={"FLINK_PROBE_CONFIG": str(path)})
+
+    assert [target.name for target in config.targets] == ["remote"]
+
+
+def test_an_explicit_path_wins_over_flink_probe_config(tmp_path: Path) -> None:
+    path = tmp_path / "explicit.yaml"
+    path.write_text("logging: {level: debug}\n")
+
+    config = load_config(path, environ={"FLINK_PROBE_CONFIG": str(tmp_path / "absent.yaml")})
+
+    assert config.logging.level == "debug"
+
+
+def test_the_process_environment_is_used_when_none_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FLINK_PROBE_PROBE__INTERVAL", "7s")
+
+    assert load_config(None).probe.interval == 7.0
+
+
+def test_metrics_max_age_defaults_to_the_probe_interval_plus_ten_seconds() -> None:
+    config = load_text(
+        "probe: {interval: 30s}\n"
+        "targets:\n"
+        "  - {name: a, url: 'http://a:8081'}\n"
+        "  - {name: b, url: 'http://b:8081', metrics_max_age: 1m, overview_max_age: 0}\n"
+    )
+
+    assert config.target("a").metrics_max_age == 40.0
+    assert config.target("a").overview_max_age == 3.0
+    assert config.target("b").metrics_max_age == 60.0
+    assert config.target("b").overview_max_age == 0.0
+
+
+def test_target_lookup_by_name() -> None:
+    config = load_text("targets: [{name: a, url: 'http://a:8081'}]")
+
+    assert config.target("a").url == "http://a:8081/"
+    with pytest.raises(KeyError):
+        config.target("b")
+
+
+@pytest.mark.parametrize(
+    ("url", "normalised"),
+    [
+        ("http://flink:8081", "http://flink:8081/"),
+        ("https://flink.example.com/prod/", "https://flink.example.com/prod/"),
+        ("https://flink.example.com/prod", "https://flink.example.com/prod/"),
+        ("HTTP://flink:8081", "http://flink:8081/"),
+        ("http://user:pw@flink:8081", "http://user:pw@flink:8081/"),
+    ],
+)
+def test_target_urls_end_with_a_slash(url: str, normalised: str) -> None:
+    assert TargetConfig(name="t", url=url).url == normalised
+
+
+@pytest.mark.parametrize(
+    ("listen", "host", "port"),
+    [
+        ("0.0.0.0:9270", "0.0.0.0", 9270),
+        ("127.0.0.1:1", "127.0.0.1", 1),
+        ("localhost:65535", "localhost", 65535),
+        ("[::1]:9270", "::1", 9270),
+        ("[::]:80", "::", 80),
+    ],
+)
+def test_listen_address_is_split_into_host_and_port(listen: str, host: str, port: int) -> None:
+    server = ServerConfig(listen=listen)
+
+    assert (server.host, server.port) == (host, port)
+
+
+def test_job_ids_are_stored_in_canonical_form() -> None:
+    config = load_text(
+        "targets: [{name: a, url: 'http://a:8081'}]\n"
+        "jobs:\n"
+        f"  - {{id: {JOB_ID.upper()}, target: a, deployment: orders}}\n"
+        f"  - {{id: {OTHER_JOB_ID.replace('-', '')}, target: a, deployment: payments,"
+        "      namespace: team-1, spec: {parallelism: 2}}\n"
+    )
+
+    assert config.jobs == [
+        JobConfig(id=JOB_ID, target="a", deployment="orders", namespace="default", spec={}),
+        JobConfig(
+            id=OTHER_JOB_ID,
+            target="a",
+            deployment="payments",
+            namespace="team-1",
+            spec={"parallelism": 2},
+        ),
+    ]
+
+
+def test_logging_level_and_format_are_case_insensitive() -> None:
+    config = load_text("logging: {level: WARNING, format: Auto}")
+
+    assert (config.logging.level, config.logging.format) == ("warning", "auto")
+
+
+# --- durations and sizes --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("500ms", 0.5),
+        ("1ms", 0.001),
+        ("1.5s", 1.5),
+        ("10s", 10.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("0", 0.0),
+        ("0s", 0.0),
+        ("2.5", 2.5),
+        ("7", 7.0),
+        (" 10s ", 10.0),
+        (10, 10.0),
+        (0.25, 0.25),
+    ],
+)
+def test_durations(text: str | float, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(
+    "text", ["soon", "10 minutes", "1d", "10S", "1m30s", "", "s", "inf", "nan", True, None, [1]]
+)
+def test_garbage_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["-1s", "-1", -0.5, -3])
+def test_negative_durations_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="must not be negative"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0, "0s"), (0.5, "500ms"), (1.5, "1.5s"), (10.0, "10s"), (600.0, "10m"), (3600.0, "1h")],
+)
+def test_durations_are_written_the_way_people_write_them(seconds: float, text: str) -> None:
+    assert format_duration(seconds) == text
+
+
+@given(st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False))
+def test_a_written_duration_reads_back_exactly(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("4MiB", 4 * 1024 * 1024),
+        ("512KiB", 512 * 1024),
+        ("1GiB", 1024**3),
+        ("100B", 100),
+        ("100", 100),
+        (4096, 4096),
+    ],
+)
+def test_byte_sizes(text: str | int, size: int) -> None:
+    assert parse_byte_size(text) == size
+    assert parse_byte_size(format_byte_size(size)) == size
+
+
+@pytest.mark.parametrize("text", ["4MB", "4 megabytes", "1.5MiB", "-1", "", True, 1.5])
+def test_garbage_byte_sizes_are_refused(text: object) -> None:
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_byte_size(text)
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        pytest.param(
+            "probe: {interval: 2s}",
+            {},
+            ["probe.timeout: must not exceed probe.interval (5s > 2s)"],
+            id="timeout-over-interval",
+        ),
+        pytest.param("probe: {intervall: 10s}", {}, ["probe.intervall: unknown key"], id="typo"),
+        pytest.param("prob: {}", {}, ["prob: unknown key"], id="unknown-section"),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a:8081'}, {name: b, url: 'ftp://x'}]",
+            {},
+            ["targets[1].url: must be an http(s) URL with a host, got 'ftp://x'"],
+            id="url-scheme",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://'}]",
+            {},
+            ["targets[0].url: must be an http(s) URL with a host, got 'http://'"],
+            id="url-without-host",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a:99999'}]",
+            {},
+            ["targets[0].url: must be an http(s) URL with a host, got 'http://a:99999'"],
+            id="url-bad-port",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a:8081/?x=1'}]",
+            {},
+            ["targets[0].url: must not have a query or fragment, got 'http://a:8081/?x=1'"],
+            id="url-query",
+        ),
+        pytest.param(
+            "targets: [{name: a}]",
+            {},
+            ["targets[0].url: required key is missing"],
+            id="url-missing",
+        ),
+        pytest.param(
+            "targets: [{name: 'a b', url: 'http://a'}, {name: '', url: 'http://b'}]",
+            {},
+            [
+                "targets[0].name: must match [A-Za-z0-9_.-]+, got 'a b'",
+                "targets[1].name: must not be empty",
+            ],
+            id="target-names",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a'}, {name: a, url: 'http://b'}]",
+            {},
+            ["targets[1].name: duplicate target name 'a' (also targets[0])"],
+            id="duplicate-target",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a', headers: {X-Token: 5}}]",
+            {},
+            ["targets[0].headers.X-Token: must be a string, got 5"],
+            id="header-value",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a', discover: maybe}]",
+            {},
+            ["targets[0].discover: must be true or false, got 'maybe'"],
+            id="discover",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a', overview_max_age: -1s}]",
+            {},
+            ["targets[0].overview_max_age: must not be negative, got '-1s'"],
+            id="negative-max-age",
+        ),
+        pytest.param(
+            TARGET_A + f"jobs: [{{id: {JOB_ID}, target: prod, deployment: orders}}]",
+            {},
+            ["jobs[0].target: unknown target 'prod' (declared: local)"],
+            id="unknown-target",
+        ),
+        pytest.param(
+            f"jobs: [{{id: {JOB_ID}, target: prod, deployment: orders}}]",
+            {},
+            ["jobs[0].target: unknown target 'prod' (declared: none)"],
+            id="no-targets",
+        ),
+        pytest.param(
+            TARGET_A + "jobs: [{id: abc, target: local, deployment: orders}]",
+            {},
+            [
+                "jobs[0].id: job id 'abc' is not a UUID"
+                " (expected e.g. 3f1da3c8-6f22-430f-9200-eda014ea5319)"
+            ],
+            id="job-id",
+        ),
+        pytest.param(
+            TARGET_A + "jobs:\n"
+            f"  - {{id: {JOB_ID}, target: local, deployment: a}}\n"
+            f"  - {{id: {JOB_ID.upper()}, target: local, deployment: b}}\n",
+            {},
+            [f"jobs[1].id: duplicate job id '{JOB_ID}' (also jobs[0])"],
+            id="duplicate-job",
+        ),
+        pytest.param(
+            TARGET_A + f"jobs: [{{id: {JOB_ID}, target: local, deployment: ''}}]",
+            {},
+            ["jobs[0].deployment: must not be empty"],
+            id="empty-deployment",
+        ),
+        pytest.param(
+            TARGET_A + f"jobs: [{{id: {JOB_ID}, target: local, deployment: a, spec: [1]}}]",
+            {},
+            ["jobs[0].spec: must be a mapping, got a list"],
+            id="spec-not-mapping",
+        ),
+        pytest.param(
+            "server: {listen: '0.0.0.0:70000'}",
+            {},
+            ["server.listen: port must be 1..65535, got 70000"],
+            id="listen-port",
+        ),
+        pytest.param(
+            "server: {listen: '0.0.0.0'}",
+            {},
+            ["server.listen: must be host:port (IPv6 as [::1]:9270), got '0.0.0.0'"],
+            id="listen-no-port",
+        ),
+        pytest.param(
+            "server: {listen: '::1:9270'}",
+            {},
+            ["server.listen: write an IPv6 address in brackets, e.g. [::1]:9270, got '::1:9270'"],
+            id="listen-ipv6",
+        ),
+        pytest.param(
+            "probe: {interval: soon}",
+            {},
+            [f"probe.interval: invalid duration 'soon': {DURATION_HINT}"],
+            id="duration-garbage",
+        ),
+        pytest.param(
+            "probe: {start_timeout: -1s}",
+            {},
+            ["probe.start_timeout: must not be negative, got '-1s'"],
+            id="duration-negative",
+        ),
+        pytest.param(
+            "probe: {interval: 0}",
+            {},
+            ["probe.interval: must be greater than 0"],
+            id="interval-zero",
+        ),
+        pytest.param(
+            "probe: {not_found_grace: 0, concurrency: many}",
+            {},
+            [
+                "probe.not_found_grace: must be at least 1, got 0",
+                "probe.concurrency: must be a whole number, got 'many'",
+            ],
+            id="counts",
+        ),
+        pytest.param(
+            "probe: {max_body_bytes: 4MB}",
+            {},
+            [
+                "probe.max_body_bytes: invalid size '4MB':"
+                " use e.g. 4MiB, 512KiB, or a number of bytes"
+            ],
+            id="size",
+        ),
+        pytest.param("probe: 5", {}, ["probe: must be a mapping, got 5"], id="section-scalar"),
+        pytest.param("targets: {}", {}, ["targets: must be a list, got a mapping"], id="targets"),
+        pytest.param("state: {path: ''}", {}, ["state.path: must not be empty"], id="state-path"),
+        pytest.param(
+            "logging: {level: verbose, format: text}",
+            {},
+            [
+                "logging.level: must be one of 'debug', 'info', 'warning' or 'error',"
+                " got 'verbose'",
+                "logging.format: must be one of 'json', 'console' or 'auto', got 'text'",
+            ],
+            id="logging",
+        ),
+        pytest.param(
+            "probe:\n  interval: 10s\n  timeout: 5s: 3\n",
+            {},
+            [
+                "config file flink-probe.yaml: invalid YAML at line 3, column 14:"
+                " mapping values are not allowed here"
+            ],
+            id="yaml",
+        ),
+        pytest.param(
+            "probe: {interval: 20s}\nserver: {}\nprobe: {timeout: 1s}\n",
+            {},
+            [
+                "config file flink-probe.yaml: invalid YAML at line 3, column 1:"
+                " duplicate key 'probe'"
+            ],
+            id="yaml-duplicate-section",
+        ),
+        pytest.param(
+            "targets: [{name: a, url: 'http://a', name: b}]",
+            {},
+            [
+                "config file flink-probe.yaml: invalid YAML at line 1, column 38:"
+                " duplicate key 'name'"
+            ],
+            id="yaml-duplicate-key",
+        ),
+        pytest.param(
+            "- probe",
+            {},
+            [
+                "config file flink-probe.yaml: top level must be a mapping of sections"
+                " (server, probe, state, logging, targets, jobs), got a list"
+            ],
+            id="top-level-list",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_PROBE__INTERVALL": "5s", "FLINK_PROBE_SERVR__LISTEN": ":1"},
+            [
+                "FLINK_PROBE_PROBE__INTERVALL: unknown setting",
+                "FLINK_PROBE_SERVR__LISTEN: unknown setting",
+            ],
+            id="env-typo",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_TARGETS__0__URL": "http://x", "FLINK_PROBE_": "1"},
+            ["FLINK_PROBE_: unknown setting", "FLINK_PROBE_TARGETS__0__URL: unknown setting"],
+            id="env-unknown-shapes",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_PROBE": '{"interval": "5s"}'},
+            ["FLINK_PROBE_PROBE: set one key, e.g. FLINK_PROBE_PROBE__INTERVAL"],
+            id="env-whole-section",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_PROBE__INTERVAL": "soon"},
+            [
+                f"probe.interval: invalid duration 'soon': {DURATION_HINT}"
+                " (from FLINK_PROBE_PROBE__INTERVAL)"
+            ],
+            id="env-bad-value",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_TARGETS": "[{"},
+            [
+                "FLINK_PROBE_TARGETS: invalid JSON: Expecting property name enclosed in double"
+                " quotes: line 1 column 3 (char 2)"
+            ],
+            id="env-bad-json",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_JOBS": '{"id": "x"}'},
+            ["FLINK_PROBE_JOBS: must be a JSON list, got a mapping"],
+            id="env-json-not-list",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_TARGETS": '[{"name": "a", "url": "ftp://a"}]'},
+            [
+                "targets[0].url: must be an http(s) URL with a host, got 'ftp://a'"
+                " (from FLINK_PROBE_TARGETS)"
+            ],
+            id="env-list-item",
+        ),
+        pytest.param(
+            "probe: {intervall: 1s}\ntargets: [{name: a, url: 'x'}]",
+            {"FLINK_PROBE_LOGGING__LEVL": "debug"},
+            [
+                "FLINK_PROBE_LOGGING__LEVL: unknown setting",
+                "probe.intervall: unknown key",
+                "targets[0].url: must be an http(s) URL with a host, got 'x'",
+            ],
+            id="all-at-once",
+        ),
+        pytest.param(
+            None,
+            {"FLINK_PROBE_CONFIG": "/nonexistent/flink-probe.yaml"},
+            ["config file /nonexistent/flink-probe.yaml: not found"],
+            id="file-not-found",
+        ),
+    ],
+)
+def test_each_mistake_is_one_line_naming_its_key(
+    text: str | None, environ: dict[str, str], expected: list[str]
+) -> None:
+    lines = error_lines(text, environ)
+
+    assert lines == expected
+    assert all("\n" not in line for line in lines)
+
+
+def test_a_directory_is_not_a_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(tmp_path, environ={})
+
+    assert raised.value.errors == [f"config file {tmp_path}: cannot read: Is a directory"]
+
+
+def test_yaml_anchors_and_merge_keys_may_be_overridden() -> None:
+    config = load_text(
+        "targets:\n"
+        "  - &common {name: a, url: 'http://a:8081', namespace: team}\n"
+        "  - {<<: *common, name: b}\n"
+    )
+
+    assert [(target.name, target.namespace) for target in config.targets] == [
+        ("a", "team"),
+        ("b", "team"),
+    ]
+
+
+def test_a_file_that_is_not_utf8_is_refused() -> None:
+    Path("latin1.yaml").write_bytes("logging: {level: d\xe9bug}\n".encode("latin-1"))
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(Path("latin1.yaml"), environ={})
+
+    assert raised.value.errors == ["config file latin1.yaml: not UTF-8 text"]
+
+
+def test_a_config_error_reads_as_its_lines() -> None:
+    error = ConfigError(["a: x", "b: y"])
+
+    assert str(error) == "a: x\nb: y"
+
+
+# --- environment ----------------------------------------------------------------------------
+
+
+def test_environment_overrides_one_key_and_keeps_the_rest_of_the_file() -> None:
+    config = load_text(
+        "server: {listen: '0.0.0.0:9000'}\nprobe: {interval: 20s, timeout: 4s}\n",
+        {
+            "FLINK_PROBE_PROBE__INTERVAL": "5s",
+            "FLINK_PROBE_SERVER__LISTEN": "127.0.0.1:9999",
+            "FLINK_PROBE_STATE__PATH": "/x.db",
+            "FLINK_PROBE_PROBE__NOT_FOUND_GRACE": "5",
+            "FLINK_PROBE_PROBE__MAX_BODY_BYTES": "512KiB",
+            "FLINK_PROBE_LOGGING__FORMAT": "console",
+            "FLINK_PROBE_CONFIG": "/ignored/when/a/path/is/given.yaml",
+            "UNRELATED": "1",
+        },
+    )
+
+    assert (config.server.host, config.server.port) == ("127.0.0.1", 9999)
+    assert config.probe.interval == 5.0
+    assert config.probe.timeout == 4.0  # from the file
+    assert config.probe.not_found_grace == 5
+    assert config.probe.max_body_bytes == 512 * 1024
+    assert config.state.path == Path("/x.db")
+    assert config.logging.format == "console"
+
+
+def test_environment_replaces_lists_with_json() -> None:
+    targets = [{"name": "env", "url": "http://env:8081", "headers": {"Authorization": "Bearer t"}}]
+    jobs = [{"id": JOB_ID, "target": "env", "deployment": "orders"}]
+
+    config = load_text(
+        "targets: [{name: file, url: 'http://file:8081'}]\n",
+        {"FLINK_PROBE_TARGETS": json.dumps(targets), "FLINK_PROBE_JOBS": json.dumps(jobs)},
+    )
+
+    assert [target.name for target in config.targets] == ["env"]
+    assert config.target("env").headers == {"Authorization": "Bearer t"}
+    assert [job.id for job in config.jobs] == [JOB_ID]
+
+
+def test_environment_overrides_the_sidecar_default() -> None:
+    config = load_config(
+        None,
+        environ={
+            "FLINK_PROBE_TARGETS": '[{"name": "jm", "url": "http://jm:8081", "discover": true}]',
+            "FLINK_PROBE_PROBE__INTERVAL": "2s",
+            "FLINK_PROBE_PROBE__TIMEOUT": "1s",
+        },
+    )
+
+    assert [(target.name, target.discover) for target in config.targets] == [("jm", True)]
+    assert config.target("jm").metrics_max_age == 12.0
+
+
+@pytest.mark.parametrize(
+    ("state_directory", "path", "expected"),
+    [
+        ("/var/lib/flink-probe", "flink-probe.db", "/var/lib/flink-probe/flink-probe.db"),
+        ("/var/lib/a:/var/lib/b", "sub/probe.db", "/var/lib/a/sub/probe.db"),
+        ("/var/lib/flink-probe", "/srv/probe.db", "/srv/probe.db"),
+    ],
+)
+def test_a_relative_state_path_lies_in_the_systemd_state_directory(
+    state_directory: str, path: str, expected: str
+) -> None:
+    config = load_text(f"state: {{path: {path}}}", {"STATE_DIRECTORY": state_directory})
+
+    assert config.state.path == Path(expected)
+
+
+def test_without_state_directory_a_relative_state_path_is_in_the_working_directory(
+    tmp_path: Path,
+) -> None:
+    config = load_text("state: {path: data/probe.db}", {"STATE_DIRECTORY": ""})
+
+    assert config.state.path == tmp_path / "data" / "probe.db"
+
+
+# --- the example file -----------------------------------------------------------------------
+
+
+def test_the_example_file_loads() -> None:
+    config = load_config(EXAMPLE, environ={})
+
+    assert [(target.name, target.discover) for target in config.targets] == [
+        ("local", True),
+        ("prod", False),
+    ]
+    assert config.target("prod").url == "https://flink.example.com/prod-cluster/"
+    assert [(job.target, job.deployment) for job in config.jobs] == [
+        ("prod", "orders"),
+        ("prod", "payments"),
+    ]
+
+
+def _missing_keys(model: type[BaseModel], shown: list[Mapping[str, Any]], where: str) -> list[str]:
+    """Keys of `model` that none of the `shown` mappings of the example spells out."""
+    missing = []
+    for name, field in model.model_fields.items():
+        values = [mapping[name] for mapping in shown if name in mapping]
+        if not values:
+            missing.append(f"{where}{name}")
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            missing += _missing_keys(field.annotation, values, f"{where}{name}.")
+    return missing
+
+
+def test_the_example_file_shows_every_key() -> None:
+    example = yaml.safe_load(EXAMPLE.read_text())
+
+    missing = (
+        _missing_keys(Config, [example], "")
+        + _missing_keys(TargetConfig, example["targets"], "targets[].")
+        + _missing_keys(JobConfig, example["jobs"], "jobs[].")
+    )
+
+    assert missing == []
+
+
+# --- the effective configuration ------------------------------------------------------------
+
+
+def test_dump_redacts_header_values_and_url_passwords() -> None:
+    config = load_text(
+        "targets:\n"
+        "  - name: a\n"
+        "    url: 'https://admin:s3cret@flink:8443/base'\n"
+        "    headers: {Authorization: Bearer t0ken, X-Tenant: blue}\n"
+        "  - {name: b, url: 'http://viewer@flink:8081'}\n"
+    )
+
+    dumped = dump_effective(config)
+
+    assert "s3cret" not in dumped
+    assert "t0ken" not in dumped
+    targets = yaml.safe_load(dumped)["targets"]
+    assert targets[0]["url"] == "https://admin:***@flink:8443/base/"
+    assert targets[0]["headers"] == {"Authorization": "<redacted>", "X-Tenant": "<redacted>"}
+    assert targets[1]["url"] == "http://viewer@flink:8081/"
+    # The daemon still has the secrets.
+    assert config.target("a").headers["Authorization"] == "Bearer t0ken"
+
+
+def test_dump_writes_durations_and_sizes_as_people_do() -> None:
+    config = load_text("probe: {interval: 1.5, timeout: 0.5, max_body_bytes: 524288}")
+
+    probe = redacted_dict(config)["probe"]
+
+    assert (probe["interval"], probe["timeout"], probe["start_timeout"]) == ("1.5s", "500ms", "10m")
+    assert probe["max_body_bytes"] == "512KiB"
+
+
+def test_the_dump_of_a_config_without_secrets_loads_back_as_the_same_config() -> None:
+    config = load_config(
+        EXAMPLE,
+        environ={
+            "FLINK_PROBE_TARGETS": '[{"name": "prod", "url": "http://prod:8081"}]',
+            "FLINK_PROBE_PROBE__INTERVAL": "2.5s",
+            "FLINK_PROBE_PROBE__TIMEOUT": "700ms",
+        },
+    )
+
+    assert load_text(dump_effective(config)) == config
