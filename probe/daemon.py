@@ -12,6 +12,7 @@ import asyncio
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import anyio
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from ._version import __version__
 from .book import JobBook
-from .config import Config, TargetConfig
+from .config import Config, ConfigError, TargetConfig, load_config
 from .flink import FlinkClient
 from .fold import FoldSettings
 from .logs import get_logger
@@ -42,10 +43,19 @@ SHUTDOWN_GRACE_EXTRA = 1.0
 
 
 class Daemon:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config
+        self.config_path = config_path
+        """Re-read on SIGHUP (None: the file of $FLINK_PROBE_CONFIG, or the sidecar default)."""
         self.clock = clock
         self.should_exit = anyio.Event()
+        self._reload_requested = anyio.Event()
         self._force_exit = False
         self.bound_port: int | None = None
         """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
@@ -62,7 +72,7 @@ class Daemon:
     async def _run_with_store(self, store: Store) -> int:
         config = self.config
         book = await anyio.to_thread.run_sync(JobBook.load, store)
-        book.put(declare_static_jobs(config.jobs, dict(book.exposed), from_epoch(self.clock())))
+        book.put(declare_static_jobs(config.jobs, book.get, from_epoch(self.clock())))
         await book.commit()
         log.info(
             "state loaded",
@@ -80,9 +90,17 @@ class Daemon:
         async with aiohttp.ClientSession(
             connector=connector, headers={"User-Agent": f"flink-probe/{__version__}"}
         ) as session:
-            global_limit = anyio.CapacityLimiter(config.probe.concurrency)
-            targets = [self._target(t, session, global_limit) for t in config.targets]
-            scheduler = Scheduler(book, targets, config.probe.interval, metrics, self.clock)
+            self._session = session
+            self._global_limit = anyio.CapacityLimiter(config.probe.concurrency)
+            targets = [self._target(t) for t in config.targets]
+            scheduler = Scheduler(
+                book,
+                targets,
+                config.probe.interval,
+                metrics,
+                declared=[job.id for job in config.jobs],
+                clock=self.clock,
+            )
             registry.register(
                 StateCollector(
                     book, lambda: scheduler.health, config.probe.metrics_retention, self.clock
@@ -116,9 +134,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._reload_requested.set())
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(book.run_committer, name="committer")
+                tg.start_soon(self._reloader, book, scheduler, name="reloader")
                 async with anyio.create_task_group() as probing:
                     loops_done = anyio.Event()
 
@@ -139,8 +159,34 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await book.commit()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
+
+    async def _reloader(self, book: JobBook, scheduler: Scheduler) -> None:
+        """SIGHUP: re-read the configuration; an invalid one is refused, the old one runs on."""
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested = anyio.Event()
+            await self.reload(book, scheduler)
+
+    async def reload(self, book: JobBook, scheduler: Scheduler) -> bool:
+        log.info("reloading configuration", path=str(self.config_path or "(default)"))
+        try:
+            new = await anyio.to_thread.run_sync(load_config, self.config_path)
+        except ConfigError as exc:
+            log.error("configuration refused; keeping the running one", errors=exc.errors)
+            return False
+        for key in ("server", "state"):
+            if getattr(new, key) != getattr(self.config, key):
+                log.warning("reload cannot change this section; restart to apply it", section=key)
+        new = new.model_copy(update={"server": self.config.server, "state": self.config.state})
+        self.config = new
+        book.put(declare_static_jobs(new.jobs, book.get, from_epoch(self.clock())))
+        scheduler.reconfigure(
+            [self._target(t) for t in new.targets], new.probe.interval, [j.id for j in new.jobs]
+        )
+        log.info("configuration reloaded", targets=[t.name for t in new.targets])
+        return True
 
     def _on_signal(self, signum: int) -> None:
         if self.should_exit.is_set():
@@ -150,12 +196,10 @@ class Daemon:
             log.info("signal received: shutting down", signal=signal.Signals(signum).name)
         self.should_exit.set()
 
-    def _target(
-        self, target: TargetConfig, session: aiohttp.ClientSession, limit: anyio.CapacityLimiter
-    ) -> Target:
+    def _target(self, target: TargetConfig) -> Target:
         probe = self.config.probe
         client = FlinkClient(
-            session,
+            self._session,
             target.url,
             timeout=probe.timeout,
             max_body_bytes=probe.max_body_bytes,
@@ -165,13 +209,14 @@ class Daemon:
         prober = Prober(
             client,
             TargetLags(target.overview_max_age, target.metrics_max_age, probe.interval),
-            [own_limit, limit],
+            [own_limit, self._global_limit],
             self.clock,
         )
         return Target(
             name=target.name,
             namespace=target.namespace,
             discover=target.discover,
+            settings=(target, probe),
             prober=prober,
             fold_settings=FoldSettings(
                 not_found_grace=probe.not_found_grace,

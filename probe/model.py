@@ -73,6 +73,10 @@ class FailureReason(StrEnum):
 
 
 TARGET_ANNOTATION: Final = "flink-probe/target"
+SOURCE_ANNOTATION: Final = "flink-probe/source"
+"""Where the Job came from: ``config`` (the ``jobs:`` list) or ``discovery``."""
+SOURCE_CONFIG: Final = "config"
+SOURCE_DISCOVERY: Final = "discovery"
 
 
 class InvalidJobId(ValueError):
@@ -200,6 +204,10 @@ class Job(_Wire):
     def target(self) -> str:
         return self.metadata.annotations.get(TARGET_ANNOTATION, "")
 
+    @property
+    def discovered(self) -> bool:
+        return self.metadata.annotations.get(SOURCE_ANNOTATION) == SOURCE_DISCOVERY
+
 
 def new_job(
     *,
@@ -209,6 +217,7 @@ def new_job(
     target: str,
     spec: dict[str, Any],
     now: datetime,
+    source: str = SOURCE_CONFIG,
 ) -> Job:
     """A freshly declared Job: STARTING, resourceVersion 1."""
     return Job(
@@ -219,7 +228,7 @@ def new_job(
             created_at=now,
             modified_at=now,
             resource_version=1,
-            annotations={TARGET_ANNOTATION: target},
+            annotations={TARGET_ANNOTATION: target, SOURCE_ANNOTATION: source},
         ),
         spec=spec,
         status=Status(state=JobState.STARTING),

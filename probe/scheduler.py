@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
@@ -23,7 +23,7 @@ from .flink import FlinkError, OverviewEntry
 from .fold import FoldSettings, JobRecord, RestartsIncreased, Transitioned, fold
 from .logs import get_logger
 from .metrics import DaemonMetrics, TargetHealth
-from .model import InvalidJobId, from_epoch, job_id_from_jid, new_job
+from .model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
 from .prober import Prober, RoundResult
 
 log = get_logger("flink_probe.scheduler")
@@ -41,10 +41,13 @@ class Target:
     discover: bool
     prober: Prober
     fold_settings: FoldSettings
+    settings: Hashable = None
+    """Everything the target was built from: a reload restarts its loop only if this changed."""
     health: TargetHealth = field(default_factory=TargetHealth)
     failures: int = 0
     episode: frozenset[tuple[str, str]] = frozenset()
     """The (endpoint, reason) pairs failing in the last round: logged when they change."""
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
 class Scheduler:
@@ -54,14 +57,18 @@ class Scheduler:
         targets: Iterable[Target],
         interval: float,
         metrics: DaemonMetrics,
+        declared: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.book = book
+        self.declared = frozenset(declared)
+        """Ids of the Jobs in the configuration's ``jobs:``; other config-made Jobs are history."""
         self.targets = {t.name: t for t in targets}
         self.interval = interval
         self.metrics = metrics
         self._clock = clock
         self._stopping = anyio.Event()
+        self._task_group: anyio.abc.TaskGroup | None = None
         self.heartbeat = time.monotonic()
         """Updated by every loop iteration: /healthz reads it to tell the loop is alive."""
 
@@ -78,9 +85,40 @@ class Scheduler:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Run every target's loop until ``stop``; returns once the rounds in flight ended."""
         async with anyio.create_task_group() as tg:
+            self._task_group = tg
             for target in self.targets.values():
-                tg.start_soon(self._loop, target, name=f"probe-loop:{target.name}")
+                self._start(target)
+            await self._stopping.wait()
+
+    def reconfigure(
+        self, targets: Iterable[Target], interval: float, declared: Iterable[str]
+    ) -> None:
+        """Apply a reloaded configuration: new targets start, removed or changed ones stop
+        (a round in flight is cancelled), unchanged ones run on undisturbed; Jobs no longer
+        declared leave the schedule (they stay as history)."""
+        self.declared = frozenset(declared)
+        wanted = {t.name: t for t in targets}
+        for name, running in list(self.targets.items()):
+            if name not in wanted or wanted[name].settings != running.settings:
+                running.scope.cancel()
+                del self.targets[name]
+                log.info("target stopped", target=name)
+        self.interval = interval
+        for name, target in wanted.items():
+            if name not in self.targets:
+                self.targets[name] = target
+                self._start(target)
+                log.info("target started", target=name)
+
+    def _start(self, target: Target) -> None:
+        assert self._task_group is not None, "targets start once run() is running"
+        self._task_group.start_soon(self._run_loop, target, name=f"probe-loop:{target.name}")
+
+    async def _run_loop(self, target: Target) -> None:
+        with target.scope:
+            await self._loop(target)
 
     async def _loop(self, target: Target) -> None:
         start = time.monotonic()
@@ -114,7 +152,11 @@ class Scheduler:
         result = RoundResult()
         with structlog.contextvars.bound_contextvars(target=target.name):
             await target.prober.overview(result)
-            records = list(self.book.probing(target.name))
+            records = [
+                record
+                for record in self.book.probing(target.name)
+                if record.job.discovered or record.job.id in self.declared
+            ]
             if result.overview is not None and target.discover:
                 records.extend(self._discover(target, result.overview))
             await target.prober.probe_jobs(result, records)
@@ -138,6 +180,7 @@ class Scheduler:
                 namespace=target.namespace,
                 deployment_name=entry.name,
                 target=target.name,
+                source=SOURCE_DISCOVERY,
                 spec={"target": target.name},
                 now=now,
             )

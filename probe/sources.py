@@ -4,14 +4,14 @@ scheduler, since it reads the overview of each round).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 from .config import JobConfig
 from .fold import JobRecord
 from .logs import get_logger
-from .model import new_job
+from .model import SOURCE_CONFIG, new_job
 
 log = get_logger("flink_probe.sources")
 
@@ -22,7 +22,7 @@ def job_spec(job: JobConfig) -> dict[str, Any]:
 
 
 def declare_static_jobs(
-    declared: Iterable[JobConfig], known: dict[str, JobRecord], now: datetime
+    declared: Iterable[JobConfig], known: Callable[[str], JobRecord | None], now: datetime
 ) -> list[JobRecord]:
     """New STARTING Jobs for declared ids the daemon does not know yet.
 
@@ -31,7 +31,7 @@ def declare_static_jobs(
     """
     created = []
     for job in declared:
-        existing = known.get(job.id)
+        existing = known(job.id)
         if existing is None:
             created.append(
                 JobRecord(
@@ -40,6 +40,7 @@ def declare_static_jobs(
                         namespace=job.namespace,
                         deployment_name=job.deployment,
                         target=job.target,
+                        source=SOURCE_CONFIG,
                         spec=job_spec(job),
                         now=now,
                     )
