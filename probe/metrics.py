@@ -8,9 +8,11 @@ only continuous probing can give; a scrape-time fetch would miss the ones betwee
 from __future__ import annotations
 
 import platform
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,7 +24,6 @@ from .fold import JobRecord
 from .model import FlinkJobStatus, JobState
 
 CACHE_NOTE = "Cached by the probe loop, not fetched at scrape time."
-JOB_LABELS = ("namespace", "deployment", "job_id", "flink_job_id", "target")
 
 
 @dataclass(slots=True)
@@ -87,72 +88,20 @@ class DaemonMetrics:
 
 
 class StateCollector(Collector):
-    """Per-Job, per-target and store families, built from memory at every scrape."""
+    """Per-target, per-state and store families, built from memory at every scrape.
 
-    def __init__(
-        self,
-        book: JobBook,
-        targets: Callable[[], Mapping[str, TargetHealth]],
-        retention: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    The per-Job families are far larger (about 20 series a Job) and are rendered by
+    ``JobSeriesRenderer`` instead, from text cached per Job.
+    """
+
+    def __init__(self, book: JobBook, targets: Callable[[], Mapping[str, TargetHealth]]) -> None:
         self._book = book
         self._targets = targets
-        self._retention = retention
-        self._clock = clock
 
     def collect(self) -> Iterable[Metric]:
-        now = self._clock()
-        restarts = CounterMetricFamily(
-            "flink_probe_job_restarts",
-            "observedFlinkJobRestarts: a lower bound on the Flink job's restarts, JobManager "
-            f"process restarts included. {CACHE_NOTE}",
-            labels=JOB_LABELS,
-        )
-        status = GaugeMetricFamily(
-            "flink_probe_job_status",
-            "observedFlinkJobStatus of the last probe (1 for the current value; UNKNOWN when "
-            f"the probe could not learn it). {CACHE_NOTE}",
-            labels=(*JOB_LABELS, "status"),
-        )
-        state = GaugeMetricFamily(
-            "flink_probe_job_state",
-            f"The Job resource's status.state (1 for the current value). {CACHE_NOTE}",
-            labels=(*JOB_LABELS, "state"),
-        )
-        last_probe = GaugeMetricFamily(
-            "flink_probe_job_last_probe_timestamp_seconds",
-            f"When the last probe of the Job ended (Unix time). {CACHE_NOTE}",
-            labels=JOB_LABELS,
-        )
         by_state = dict.fromkeys(JobState, 0)
         for record in list(self._book.exposed.values()):
-            job = record.job
-            by_state[job.state] += 1
-            if not self._shown(record, now):
-                continue
-            labels = [
-                job.metadata.namespace,
-                job.metadata.deployment_name,
-                job.id,
-                job.flink_job_id,
-                job.target,
-            ]
-            for value in JobState:
-                state.add_metric([*labels, value.value], 1.0 if value is job.state else 0.0)
-            if record.last_probe_at is not None:
-                last_probe.add_metric(labels, record.last_probe_at)
-            started = job.status.started
-            if started is None:
-                continue
-            restarts.add_metric(labels, started.observed_flink_job_restarts)
-            current = started.observed_flink_job_status
-            for flink_status in FlinkJobStatus:
-                status.add_metric(
-                    [*labels, flink_status.value], 1.0 if flink_status is current else 0.0
-                )
-        yield from (restarts, status, state, last_probe)
-
+            by_state[record.job.state] += 1
         jobs = GaugeMetricFamily(
             "flink_probe_jobs", "Job resources known to the daemon, by state.", labels=["state"]
         )
@@ -186,7 +135,151 @@ class StateCollector(Collector):
             value=store.failures,
         )
 
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    name: str
+    type: str
+    help: str
+
+    def header(self, openmetrics: bool) -> str:
+        # The text format names a counter by its sample (`_total`), OpenMetrics by its family.
+        name = self.name + "_total" if self.type == "counter" and not openmetrics else self.name
+        return f"# HELP {name} {self.help}\n# TYPE {name} {self.type}\n"
+
+
+RESTARTS = _Family(
+    "flink_probe_job_restarts",
+    "counter",
+    "observedFlinkJobRestarts: a lower bound on the Flink job's restarts, JobManager process "
+    f"restarts included. {CACHE_NOTE}",
+)
+STATUS = _Family(
+    "flink_probe_job_status",
+    "gauge",
+    "observedFlinkJobStatus of the last probe (1 for the current value; UNKNOWN when the probe "
+    f"could not learn it). {CACHE_NOTE}",
+)
+STATE = _Family(
+    "flink_probe_job_state",
+    "gauge",
+    f"The Job resource's status.state (1 for the current value). {CACHE_NOTE}",
+)
+LAST_PROBE = _Family(
+    "flink_probe_job_last_probe_timestamp_seconds",
+    "gauge",
+    f"When the last probe of the Job ended (Unix time). {CACHE_NOTE}",
+)
+JOB_FAMILIES: Final = (RESTARTS, STATUS, STATE, LAST_PROBE)
+
+
+def _label_value(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass(slots=True)
+class _JobText:
+    """A Job's sample lines, rebuilt only when the parts they come from change."""
+
+    record: JobRecord
+    labels: tuple[str, str]
+    """The label set split around the enum label: ``name{<before>,status="X",<after>}``."""
+    state: JobState
+    state_lines: str
+    status: FlinkJobStatus | None
+    status_lines: str
+
+
+class JobSeriesRenderer:
+    """The per-Job families as exposition text, from the committed records.
+
+    A scrape of 10,000 Jobs is about 200,000 series; formatting them through
+    prometheus_client's generic path costs seconds. Most of a Job's lines change rarely
+    (its labels, state and status), so they are kept as text per Job and only the restart
+    count and last-probe lines are formatted at scrape time.
+    """
+
+    def __init__(
+        self, book: JobBook, retention: float, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._book = book
+        self._retention = retention
+        self._clock = clock
+        self._cache: dict[str, _JobText] = {}
+        self._lock = threading.Lock()
+
+    def render(self, openmetrics: bool = False) -> str:
+        with self._lock:
+            return self._render(openmetrics)
+
+    def _render(self, openmetrics: bool) -> str:
+        now = self._clock()
+        restarts: list[str] = [RESTARTS.header(openmetrics)]
+        status: list[str] = [STATUS.header(openmetrics)]
+        state: list[str] = [STATE.header(openmetrics)]
+        last_probe: list[str] = [LAST_PROBE.header(openmetrics)]
+        seen = set()
+        for record in list(self._book.exposed.values()):
+            if not self._shown(record, now):
+                continue
+            text = self._text(record)
+            seen.add(record.job.id)
+            state.append(text.state_lines)
+            plain = "{" + text.labels[0] + "," + text.labels[1] + "}"
+            if record.last_probe_at is not None:
+                last_probe.append(f"{LAST_PROBE.name}{plain} {float(record.last_probe_at)!r}\n")
+            started = record.job.status.started
+            if started is not None:
+                status.append(text.status_lines)
+                restarts.append(
+                    f"{RESTARTS.name}_total{plain} {float(started.observed_flink_job_restarts)!r}\n"
+                )
+        for gone in self._cache.keys() - seen:
+            del self._cache[gone]
+        return "".join(restarts + status + state + last_probe)
+
+    def _text(self, record: JobRecord) -> _JobText:
+        job = record.job
+        cached = self._cache.get(job.id)
+        if cached is not None and cached.record is record:
+            return cached
+        started = job.status.started
+        current = started.observed_flink_job_status if started else None
+        if cached is None:
+            meta = job.metadata
+            before = (
+                f'deployment="{_label_value(meta.deployment_name)}",'
+                f'flink_job_id="{job.flink_job_id}",job_id="{job.id}",'
+                f'namespace="{_label_value(meta.namespace)}"'
+            )
+            after = f'target="{_label_value(job.target)}"'
+            cached = _JobText(record, (before, after), job.state, "", None, "")
+            cached.state_lines = _enum_lines(STATE.name, "state", cached.labels, job.state)
+        if cached.state is not job.state:
+            cached.state = job.state
+            cached.state_lines = _enum_lines(STATE.name, "state", cached.labels, job.state)
+        if current is not None and (cached.status is not current or not cached.status_lines):
+            cached.status = current
+            cached.status_lines = _enum_lines(STATUS.name, "status", cached.labels, current)
+        cached.record = record
+        self._cache[job.id] = cached
+        return cached
+
     def _shown(self, record: JobRecord, now: float) -> bool:
         """Final Jobs stay in /metrics for the retention period after they ended."""
         ended = record.job.metadata.terminated_at
         return ended is None or now - ended.timestamp() <= self._retention
+
+
+def _enum_lines(
+    name: str, label: str, labels: tuple[str, str], current: JobState | FlinkJobStatus
+) -> str:
+    values = JobState if isinstance(current, JobState) else FlinkJobStatus
+    before, after = labels
+    return "".join(
+        f'{name}{{{before},{label}="{value.value}",{after}}} {_ONE if value is current else _ZERO}'
+        for value in values
+    )
+
+
+_ONE, _ZERO = "1.0\n", "0.0\n"
