@@ -111,10 +111,10 @@ def job_id_from_jid(jid: str) -> str:
 
 
 def utc(value: datetime) -> datetime:
-    """Normalise to an aware UTC datetime (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    """Normalise to an aware UTC datetime in whole milliseconds (naive values are taken as
+    UTC): the wire carries milliseconds, so a Job read back equals the Job written."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 def format_rfc3339(value: datetime) -> str:
@@ -123,7 +123,7 @@ def format_rfc3339(value: datetime) -> str:
 
 
 def from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+    return utc(datetime.fromtimestamp(seconds, UTC))
 
 
 Timestamp = Annotated[

@@ -10,7 +10,6 @@ was sent, so the restart rule's windows hold however long the round took.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,14 +52,14 @@ class Prober:
         self,
         client: FlinkClient,
         lags: TargetLags,
-        limiters: Sequence[anyio.CapacityLimiter],
+        target_limit: anyio.CapacityLimiter,
+        global_limit: anyio.CapacityLimiter,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.lags = lags
-        # The target's own limit first, then the global one: a target queueing behind its
-        # own limit must not hold a global slot that another target could use.
-        self._limiters = tuple(limiters)
+        self._target_limit = target_limit
+        self._global_limit = global_limit
         self._clock = clock
         # Flink's metric fetcher refreshes when asked: a value is as old as the time since the
         # previous request plus its update interval. Unknown after start-up, hence infinite.
@@ -152,8 +151,8 @@ class Prober:
         )
 
     async def _call(self, result: RoundResult, request: Callable[[], Awaitable[T]]) -> T:
-        async with contextlib.AsyncExitStack() as stack:
-            for limiter in self._limiters:
-                await stack.enter_async_context(limiter)
+        # The target's own limit first, then the global one: a target queueing behind its
+        # own limit must not hold a global slot that another target could use.
+        async with self._target_limit, self._global_limit:
             result.requests += 1
             return await request()

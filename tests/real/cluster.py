@@ -3,7 +3,7 @@
 Usage:
     with FlinkCluster("2.3.0", tmp_path) as cluster:
         jid = cluster.run_jar(cluster.upload_jar(jar), ["restart", "1000"])
-        wait_for(lambda: (cluster.num_restarts(jid) or 0) >= 2, 30, "two restarts")
+        cluster.wait_for_num_restarts(jid, minimum=2)
 
 The configuration is written to `<workdir>/conf/config.yaml`, which Flink 2.x reads and which
 Flink 1.20 prefers over the legacy `flink-conf.yaml` (the harness never writes the latter).
@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import yaml
 
 from .flinkdist import ensure_flink
-from .processes import DEFAULT_STOP_TIMEOUT_S, ManagedProcess, free_port, stop_all
+from .loopback import LOOPBACK, free_port, urlopen
+from .processes import DEFAULT_STOP_TIMEOUT_S, ManagedProcess, stop_all
 from .waiting import wait_for
 
 if TYPE_CHECKING:
     from .zookeeper import ZooKeeper
 
-LOOPBACK: Final = "127.0.0.1"
 DEFAULT_SLOTS: Final = 8
 START_TIMEOUT_S: Final = 120.0
 _REQUEST_TIMEOUT_S: Final = 10.0
@@ -86,6 +86,8 @@ class FlinkCluster:
         self.rest_port = rest_port if rest_port is not None else free_port()
         self.rpc_port = rpc_port if rpc_port is not None else free_port()
         self.ha = ha
+        # Unique per cluster, so clusters sharing one ZooKeeper never meet.
+        self.ha_cluster_id = f"/flinkprobe-{uuid.uuid4().hex[:12]}"
         self.slots = slots
         self.flink_home = flink_home if flink_home is not None else ensure_flink(version)
         self.extra_config: dict[str, str | int] = dict(extra_config or {})
@@ -168,8 +170,7 @@ class FlinkCluster:
                 "high-availability.type": "zookeeper",
                 "high-availability.zookeeper.quorum": self.ha.connect_string,
                 "high-availability.storageDir": (run / "ha").as_uri(),
-                # Unique per cluster, so clusters sharing one ZooKeeper never meet.
-                "high-availability.cluster-id": f"/flinkprobe-{uuid.uuid4().hex[:12]}",
+                "high-availability.cluster-id": self.ha_cluster_id,
                 # Under HA the JobManager's RPC port comes from this key, not rpc.port.
                 "high-availability.jobmanager.port": str(self.rpc_port),
                 # The default asks 60 s (ZooKeeper grants 40 s) and recovery waits that long.
@@ -235,8 +236,16 @@ class FlinkCluster:
         return opts
 
     def _rest_answers(self) -> bool:
+        self._fail_if_a_process_exited()
         self.request("GET", "/config")
         return True
+
+    def _fail_if_a_process_exited(self) -> None:
+        for process in (self.jobmanager, self.taskmanager):
+            if process is not None and not process.is_running():
+                raise AssertionError(
+                    f"{process} exited with {process.returncode}:\n{process.log_tail(2000)}"
+                )
 
     def wait_for_free_slots(self, count: int = 1, timeout: float = START_TIMEOUT_S) -> int:
         """Wait until `/overview` shows at least `count` free slots; return how many."""
@@ -250,9 +259,7 @@ class FlinkCluster:
             raise AssertionError(f"{timeout_error}\n{self.describe_processes()}") from None
 
     def _free_slots_if_at_least(self, count: int) -> int:
-        for process in (self.jobmanager, self.taskmanager):
-            if process is not None and not process.is_running():
-                raise AssertionError(f"{process} exited with {process.returncode}")
+        self._fail_if_a_process_exited()
         free = int(self.get_json("/overview")["slots-available"])
         return free if free >= count else 0
 
@@ -282,7 +289,7 @@ class FlinkCluster:
             self.rest_url + path, data=body, method=method, headers=dict(headers or {})
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urlopen(request, timeout=timeout) as response:
                 return RestResponse(response.status, response.read().decode())
         except urllib.error.HTTPError as error:
             with error:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -21,14 +20,6 @@ DEFAULT_STOP_TIMEOUT_S: Final = 20.0
 _KILL_TIMEOUT_S: Final = 20.0
 
 _live: set[ManagedProcess] = set()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class ManagedProcess:

@@ -17,7 +17,8 @@ from typing import Any, Final, Self
 
 import yaml
 
-from .processes import ManagedProcess, free_port
+from .loopback import LOOPBACK, free_port, urlopen
+from .processes import ManagedProcess
 from .waiting import wait_for
 
 INSTALL_HINT: Final = "apt-get install -y prometheus"
@@ -70,7 +71,7 @@ class Prometheus:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     def start(self, *, wait_for_target: bool = True, timeout: float = START_TIMEOUT_S) -> Self:
         """Start the server and wait until it is ready (and, by default, the target is up)."""
@@ -101,7 +102,7 @@ class Prometheus:
                 "prometheus",
                 f"--config.file={config}",
                 f"--storage.tsdb.path={self.workdir / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.listen-address={LOOPBACK}:{self.port}",
                 "--log.level=warn",
             ],
             log_path=self.workdir / "prometheus.out",
@@ -117,7 +118,7 @@ class Prometheus:
             raise AssertionError(
                 f"Prometheus exited with {self.process.returncode}:\n{self.process.log_tail()}"
             )
-        with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as response:
+        with urlopen(f"{self.url}/-/ready", timeout=5) as response:
             return bool(response.status == 200)
 
     def targets(self) -> list[dict[str, Any]]:
@@ -141,7 +142,7 @@ class Prometheus:
         return result
 
     def _api(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+        with urlopen(self.url + path, timeout=10) as response:
             answer = json.load(response)
         if answer.get("status") != "success":
             raise RuntimeError(f"Prometheus {path} answered {answer}")

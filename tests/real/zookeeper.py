@@ -14,7 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from .processes import ManagedProcess, free_port
+from .loopback import LOOPBACK, free_port
+from .processes import ManagedProcess
 from .waiting import wait_for
 
 ZOOKEEPER_JAR: Final = Path("/usr/share/java/zookeeper.jar")
@@ -44,7 +45,7 @@ class ZooKeeper:
 
     @property
     def connect_string(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{LOOPBACK}:{self.port}"
 
     def start(self, timeout: float = START_TIMEOUT_S) -> Self:
         data_dir = self.workdir / "data"
@@ -56,7 +57,7 @@ class ZooKeeper:
                     f"tickTime={TICK_TIME_MS}",
                     f"dataDir={data_dir}",
                     f"clientPort={self.port}",
-                    "clientPortAddress=127.0.0.1",
+                    f"clientPortAddress={LOOPBACK}",
                     "maxClientCnxns=0",
                     # No Jetty admin server on 8080, no background purge.
                     "admin.enableServer=false",
@@ -95,7 +96,7 @@ class ZooKeeper:
 
     def four_letter_word(self, word: str) -> str:
         """Send a whitelisted four-letter command (ruok, srvr) and return the answer."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as connection:
+        with socket.create_connection((LOOPBACK, self.port), timeout=5) as connection:
             connection.sendall(word.encode())
             connection.shutdown(socket.SHUT_WR)
             chunks = []
