@@ -21,6 +21,14 @@ that caused it.
 
 Every user mistake becomes one line of :class:`ConfigError.errors` of the form
 ``key.path: message`` (``targets[1].url: must be an http(s) URL with a host, got 'ftp://x'``).
+
+Secrets (a target's basic-auth password or bearer token) are never written in the file: a
+``*_file`` key names a file holding one, a ``*_env`` key an environment variable. They are
+read, and TLS files loaded into SSL contexts, while the configuration is validated, so
+``check-config`` reports a missing file or variable; a reload (SIGHUP) reads them again. The
+values live in private attributes of the models: `dump_effective` shows the file or variable
+name only. Relative paths are taken from the working directory (those inside
+``server.web_config`` from that file's directory, as in the Prometheus exporter-toolkit).
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ import json
 import math
 import os
 import re
+import ssl
 from collections.abc import Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
@@ -43,13 +52,26 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from probe.flink import BasicCredentials, BearerToken
 from probe.model import canonical_job_id
+from probe.secrets import (
+    SecretError,
+    TlsError,
+    TlsMaterial,
+    check_env_name,
+    client_ssl_context,
+    read_secret_env,
+    read_secret_file,
+)
+from probe.webconfig import WebConfigError, WebConfigFile, WebSecurity, parse_web_config
 
 ENV_PREFIX: Final = "FLINK_PROBE_"
 CONFIG_FILE_ENV: Final = "FLINK_PROBE_CONFIG"
@@ -199,7 +221,7 @@ _Problem = tuple[_Loc, str, object]
 """Where, what, and the offending value."""
 
 
-def _located_error(model: BaseModel, problems: list[_Problem]) -> ValidationError:
+def _located_error(model: BaseModel | type[BaseModel], problems: list[_Problem]) -> ValidationError:
     """Errors of a model validator at the keys they concern, not at the model itself.
 
     pydantic keeps the locations of a ValidationError raised inside a validator, relative to
@@ -209,7 +231,53 @@ def _located_error(model: BaseModel, problems: list[_Problem]) -> ValidationErro
         InitErrorDetails(type=PydanticCustomError("config", message), loc=loc, input=value)
         for loc, message, value in problems
     ]
-    return ValidationError.from_exception_data(type(model).__name__, details)
+    title = model.__name__ if isinstance(model, type) else type(model).__name__
+    return ValidationError.from_exception_data(title, details)
+
+
+def _non_empty_path(value: object) -> object:
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_non_empty_path)]
+EnvName = Annotated[str, AfterValidator(check_env_name)]
+
+
+def _environ(info: ValidationInfo) -> Mapping[str, str]:
+    """The environment `load_config` validates against (the process's without one)."""
+    context = info.context if isinstance(info.context, Mapping) else {}
+    environ: Mapping[str, str] = context.get("environ", os.environ)
+    return environ
+
+
+def _refuse_inline_secret(model: type[BaseModel], data: object, key: str) -> None:
+    if isinstance(data, Mapping) and key in data:
+        # The value is not quoted back: it is the secret.
+        message = f"secrets are never written in the configuration: use {key}_file or {key}_env"
+        raise _located_error(model, [((key,), message, None)])
+
+
+def _read_secret(model: BaseModel, key: str, info: ValidationInfo, *, required: bool) -> str | None:
+    """The secret named by the model's ``<key>_file`` or ``<key>_env``, if either is set."""
+    path: Path | None = getattr(model, f"{key}_file")
+    variable: str | None = getattr(model, f"{key}_env")
+    if path is not None and variable is not None:
+        message = f"set one of {key}_file and {key}_env, not both"
+        raise _located_error(model, [((f"{key}_env",), message, None)])
+    try:
+        if path is not None:
+            return read_secret_file(path)
+        if variable is not None:
+            return read_secret_env(variable, _environ(info))
+    except SecretError as error:
+        where = f"{key}_file" if path is not None else f"{key}_env"
+        raise _located_error(model, [((where,), str(error), None)]) from None
+    if required:
+        message = f"set {key}_file or {key}_env (the {key} is never written in the configuration)"
+        raise _located_error(model, [((f"{key}_file",), message, None)])
+    return None
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -235,12 +303,29 @@ def split_listen(listen: str) -> tuple[str, int]:
 
 class ServerConfig(_Section):
     listen: str = "0.0.0.0:9270"
+    """``0.0.0.0``: a sidecar is scraped from outside its pod; bind 127.0.0.1 to keep it local."""
+    web_config: FilePath | None = None
+    """A Prometheus exporter-toolkit web configuration file: TLS (``tls_server_config``) and
+    basic authentication (``basic_auth_users``) for /metrics, /api and / (``/healthz`` and
+    ``/readyz`` stay open). See `probe.webconfig`. Read at start-up: a change needs a restart."""
+    _web: WebSecurity = PrivateAttr(default_factory=WebSecurity)
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, listen: str) -> str:
         split_listen(listen)
         return listen
+
+    @model_validator(mode="after")
+    def _load_web_config(self) -> ServerConfig:
+        if self.web_config is not None:
+            self._web = _load_web_config(self.web_config, self)
+        return self
+
+    @property
+    def web_security(self) -> WebSecurity:
+        """TLS and authentication of the HTTP server (none without `web_config`)."""
+        return self._web
 
     @property
     def host(self) -> str:
@@ -315,8 +400,86 @@ def _normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
+class TlsConfig(_Section):
+    """HTTPS to a target: a private CA, a client certificate (mutual TLS), a host name.
+
+    The files are loaded into one SSL context when the configuration is validated (and again
+    on reload): an unreadable or mismatched file is a configuration error.
+    """
+
+    ca_file: FilePath | None = None
+    """PEM CA certificate(s) to trust instead of the system's."""
+    cert_file: FilePath | None = None
+    """PEM client certificate (chain), sent when the server asks (mutual TLS)."""
+    key_file: FilePath | None = None
+    """Unencrypted PEM key of `cert_file`; set with it."""
+    insecure_skip_verify: bool = False
+    """Accept any server certificate (no CA or host name check): for tests only."""
+    server_name: str | None = Field(default=None, min_length=1)
+    """Host name to verify the certificate against and send as SNI (default: the URL's)."""
+    _material: TlsMaterial | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _load(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            message = "required with " + ("cert_file" if missing == "key_file" else "key_file")
+            raise _located_error(self, [((missing,), message, None)])
+        try:
+            self._material = client_ssl_context(
+                ca_file=self.ca_file,
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                insecure_skip_verify=self.insecure_skip_verify,
+            )
+        except TlsError as error:
+            raise _located_error(self, [((error.key,), str(error), None)]) from None
+        return self
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        assert self._material is not None, "set by validation"
+        return self._material.context
+
+
+class BasicAuthConfig(_Section):
+    """HTTP basic authentication to a target; the password comes from a file or a variable."""
+
+    username: str = Field(min_length=1)
+    password_file: FilePath | None = None
+    """A file holding the password (surrounding whitespace is ignored)."""
+    password_env: EnvName | None = None
+    """An environment variable holding the password."""
+    _password: str = PrivateAttr(default="")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: object) -> object:
+        _refuse_inline_secret(cls, data, "password")
+        return data
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, username: str) -> str:
+        if ":" in username:
+            raise ValueError("must not contain ':' (basic credentials are user:password)")
+        return username
+
+    @model_validator(mode="after")
+    def _read_password(self, info: ValidationInfo) -> BasicAuthConfig:
+        self._password = _read_secret(self, "password", info, required=True) or ""
+        return self
+
+    def credentials(self) -> BasicCredentials:
+        return BasicCredentials(self.username, self._password)
+
+
 class TargetConfig(_Section):
-    """One Flink cluster (its REST endpoint, served by the leading JobManager)."""
+    """One Flink cluster (its REST endpoint, served by the leading JobManager).
+
+    Credentials: at most one of `basic_auth`, ``bearer_token_file``/``bearer_token_env``, an
+    ``Authorization`` header, or a user in the URL.
+    """
 
     name: Name
     url: Annotated[str, AfterValidator(_normalise_url)]
@@ -332,6 +495,61 @@ class TargetConfig(_Section):
     ``probe.interval`` + 10 s (Flink's ``metrics.fetcher.update-interval``)."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Sent with every request (e.g. Authorization); redacted in `dump_effective`."""
+    tls: TlsConfig | None = None
+    """HTTPS settings (an https URL only); without it, the system's CAs are trusted."""
+    basic_auth: BasicAuthConfig | None = None
+    bearer_token_file: FilePath | None = None
+    """A file holding a token sent as ``Authorization: Bearer <token>``."""
+    bearer_token_env: EnvName | None = None
+    """An environment variable holding that token."""
+    _bearer_token: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_token(cls, data: object) -> object:
+        _refuse_inline_secret(cls, data, "bearer_token")
+        return data
+
+    @model_validator(mode="after")
+    def _check_security(self, info: ValidationInfo) -> TargetConfig:
+        if self.tls is not None and not self.url.startswith("https:"):
+            message = f"needs an https:// url, got {_redact_url(self.url)!r}"
+            raise _located_error(self, [(("tls",), message, None)])
+        self._bearer_token = _read_secret(self, "bearer_token", info, required=False)
+        sources = [
+            name
+            for name, present in (
+                ("basic_auth", self.basic_auth is not None),
+                ("bearer_token_file/_env", self._bearer_token is not None),
+                (
+                    "an Authorization header",
+                    any(h.lower() == "authorization" for h in self.headers),
+                ),
+                ("a user in the url", urlsplit(self.url).username is not None),
+            )
+            if present
+        ]
+        if len(sources) > 1:
+            message = f"set one kind of credentials, not {' and '.join(sources)}"
+            raise _located_error(self, [((), message, None)])
+        return self
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The target's SSL context, or None for aiohttp's default (the system's CAs)."""
+        return None if self.tls is None else self.tls.ssl_context
+
+    @property
+    def server_name(self) -> str | None:
+        return None if self.tls is None else self.tls.server_name
+
+    def credentials(self) -> BasicCredentials | BearerToken | None:
+        """What the Flink client authenticates with (headers and URL users aside)."""
+        if self.basic_auth is not None:
+            return self.basic_auth.credentials()
+        if self._bearer_token is not None:
+            return BearerToken(self._bearer_token)
+        return None
 
 
 class JobConfig(_Section):
@@ -413,7 +631,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     config: Config | None = None
     if data is not None:
         try:
-            config = Config.model_validate(data)
+            # Secrets named by `*_env` keys are read from `environ` (see _environ).
+            config = Config.model_validate(data, context={"environ": environ})
         except ValidationError as error:
             errors.extend(_error_lines(error, overrides))
     if errors or config is None:
@@ -442,8 +661,13 @@ class _StrictYamlLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _read_file(path: Path, errors: list[str]) -> dict[Any, Any] | None:
-    where = f"config file {path}"
+def _read_file(
+    path: Path, errors: list[str], where: str | None = None, keys: Iterable[str] = ()
+) -> dict[Any, Any] | None:
+    """The YAML mapping in `path`, or None with the problems added to `errors`, each starting
+    with `where` (``config file PATH``); `keys` are the top-level keys an error names (the
+    configuration's sections by default)."""
+    where = f"config file {path}" if where is None else where
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -471,7 +695,7 @@ def _read_file(path: Path, errors: list[str]) -> dict[Any, Any] | None:
     if not isinstance(document, dict):
         errors.append(
             f"{where}: top level must be a mapping of sections"
-            f" ({', '.join(Config.model_fields)}), got {_describe(document)}"
+            f" ({', '.join(keys or Config.model_fields)}), got {_describe(document)}"
         )
         return None
     # `jobs:` with every entry commented out reads as null: the same as leaving it out.
@@ -524,6 +748,20 @@ def _override_value(keys: tuple[str, ...], text: str) -> object:
     raise ValueError("unknown setting")
 
 
+def _load_web_config(path: Path, server: ServerConfig) -> WebSecurity:
+    """`server.web_config`'s TLS and users; errors as lines at ``server.web_config``."""
+    errors: list[str] = []
+    document = _read_file(path, errors, str(path), WebConfigFile.model_fields)
+    if document is not None:
+        try:
+            return parse_web_config(document, path.parent)
+        except ValidationError as error:
+            errors += [f"{path}: {line}" for line in _error_lines(error, {})]
+        except WebConfigError as error:
+            errors += [f"{path}: {line}" for line in error.errors]
+    raise _located_error(server, [(("web_config",), line, None) for line in errors])
+
+
 def _resolve_state_path(path: Path, environ: Mapping[str, str]) -> Path:
     if path.is_absolute():
         return path
@@ -537,10 +775,21 @@ def _resolve_state_path(path: Path, environ: Mapping[str, str]) -> Path:
 # --- error lines ----------------------------------------------------------------------------
 
 
+class _Redacted:
+    def __repr__(self) -> str:
+        return REDACTED_HEADER
+
+
+_REDACTED_VALUE: Final = _Redacted()
+"""Stands for a value an error must not quote."""
+
+
 def format_loc(loc: Iterable[str | int]) -> str:
     """('targets', 1, 'url') -> ``targets[1].url``."""
     text = ""
     for part in loc:
+        if part == "[key]":  # pydantic's mark of a mapping key's error: the key is named
+            continue
         text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
     return text
 
@@ -591,6 +840,8 @@ def _error_lines(error: ValidationError, overrides: Mapping[_Loc, str]) -> list[
     lines = []
     for detail in error.errors():
         loc = tuple(detail["loc"])
+        if loc[2:3] == ("headers",):  # targets[i].headers: a header value may be a secret
+            detail["input"] = _REDACTED_VALUE
         line = f"{format_loc(loc) or 'config'}: {_message(detail)}"
         source = next(
             (variable for path, variable in overrides.items() if loc[: len(path)] == path), None

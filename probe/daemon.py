@@ -25,12 +25,12 @@ from .config import Config, ConfigError, TargetConfig, load_config
 from .flink import FlinkClient
 from .fold import FoldSettings
 from .logs import get_logger
-from .metrics import DaemonMetrics, StateCollector
+from .metrics import DaemonMetrics, JobSeriesRenderer, StateCollector
 from .model import from_epoch
 from .prober import Prober, TargetLags
 from .restarts import Lags
 from .scheduler import Scheduler, Target
-from .server import Api, Liveness
+from .server import UNAUTHENTICATED_PATHS, Api, Liveness
 from .sources import declare_static_jobs
 from .store import Store, open_store
 
@@ -101,26 +101,33 @@ class Daemon:
                 declared=[job.id for job in config.jobs],
                 clock=self.clock,
             )
-            registry.register(
-                StateCollector(
-                    book, lambda: scheduler.health, config.probe.metrics_retention, self.clock
-                )
-            )
+            registry.register(StateCollector(book, lambda: scheduler.health))
+            job_series = JobSeriesRenderer(book, config.probe.metrics_retention, self.clock)
             liveness = Liveness(
-                heartbeat=lambda: scheduler.heartbeat,
+                # Without targets no probe loop runs, so none can stall.
+                heartbeat=lambda: scheduler.heartbeat if scheduler.targets else time.monotonic(),
                 stale_after=STALE_INTERVALS * config.probe.interval,
                 targets_probed=lambda: scheduler.all_probed,
                 loaded=True,
             )
-            runner = web.AppRunner(Api(book, registry, liveness).app(), handle_signals=False)
+            web_security = config.server.web_security  # server.web_config: TLS, basic auth
+            api = Api(book, registry, liveness, job_series).app(
+                web_security.middlewares(UNAUTHENTICATED_PATHS)
+            )
+            runner = web.AppRunner(api, handle_signals=False)
             await runner.setup()
             try:
-                site = web.TCPSite(runner, config.server.host, config.server.port)
+                site = web.TCPSite(
+                    runner,
+                    config.server.host,
+                    config.server.port,
+                    ssl_context=web_security.ssl_context,
+                )
                 await site.start()
                 self.bound_port = _bound_port(runner)
                 log.info(
                     "listening",
-                    address=f"http://{config.server.host}:{self.bound_port}/",
+                    address=f"{web_security.scheme}://{config.server.host}:{self.bound_port}/",
                     targets=[t.name for t in targets],
                     interval=config.probe.interval,
                 )
@@ -204,12 +211,16 @@ class Daemon:
             timeout=probe.timeout,
             max_body_bytes=probe.max_body_bytes,
             headers=target.headers,
+            ssl=target.ssl_context,
+            server_name=target.server_name,
+            auth=target.credentials(),
         )
         own_limit = anyio.CapacityLimiter(probe.per_target_concurrency)
         prober = Prober(
             client,
             TargetLags(target.overview_max_age, target.metrics_max_age, probe.interval),
-            [own_limit, self._global_limit],
+            own_limit,
+            self._global_limit,
             self.clock,
         )
         return Target(

@@ -12,10 +12,13 @@ measured at about 2.5x the speed of `json.loads` plus hand-written checks (a 3-j
 
 from __future__ import annotations
 
+import base64
+import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from ssl import SSLContext
 from typing import Annotated, Any, ClassVar, Final
 
 import aiohttp
@@ -26,6 +29,8 @@ from yarl import URL
 from probe.model import FlinkJobStatus
 
 __all__ = [
+    "BasicCredentials",
+    "BearerToken",
     "FailureKind",
     "FlinkClient",
     "FlinkError",
@@ -259,12 +264,50 @@ def _check_jid(jid: str) -> str:
     return jid
 
 
+@dataclass(frozen=True, slots=True)
+class BasicCredentials:
+    """A user name and password sent as ``Authorization: Basic ...`` (UTF-8, RFC 7617).
+
+    Not aiohttp's BasicAuth: deprecated in aiohttp 3.14, and its repr shows the password.
+    """
+
+    username: str
+    password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if ":" in self.username:
+            raise ValueError("a basic-auth user name cannot contain ':'")
+
+    def header_value(self) -> str:
+        encoded = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+        return f"Basic {encoded}"
+
+
+@dataclass(frozen=True, slots=True)
+class BearerToken:
+    """A token sent as ``Authorization: Bearer <token>`` (its repr hides it)."""
+
+    token: str = field(repr=False)
+
+    def header_value(self) -> str:
+        return f"Bearer {self.token}"
+
+
+_AUTHORIZATION: Final = "authorization"
+
+
 class FlinkClient:
     """The REST API of one Flink cluster, through the process's shared aiohttp session.
 
     Every request has its own total timeout, never follows a redirect and never holds more
     than `max_body_bytes` of an answer in memory. Every failure is a `FlinkError`; only
     `asyncio.CancelledError` (and programming errors such as a closed session) pass through.
+
+    TLS and credentials are per client, since the session is shared by every target: `ssl`
+    is the context for an https URL (None: aiohttp's default, the system's CAs; False: no
+    certificate check), `server_name` the host name to verify and send as SNI instead of the
+    URL's, `auth` the credentials sent with every request (a redirect, which could carry them
+    elsewhere, is never followed).
     """
 
     def __init__(
@@ -275,6 +318,9 @@ class FlinkClient:
         timeout: float,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         headers: Mapping[str, str] | None = None,
+        ssl: SSLContext | bool | None = None,
+        server_name: str | None = None,
+        auth: BasicCredentials | BearerToken | None = None,
     ) -> None:
         url = URL(base_url)
         if url.scheme not in ("http", "https") or not url.host:
@@ -283,19 +329,27 @@ class FlinkClient:
             raise ValueError(f"Flink URL {base_url!r} must not have a query or fragment")
         if timeout <= 0 or max_body_bytes <= 0:
             raise ValueError("timeout and max_body_bytes must be positive")
+        request_headers = dict(headers or {})
+        has_authorization = any(name.lower() == _AUTHORIZATION for name in request_headers)
+        if auth is not None and (has_authorization or url.user is not None):
+            # aiohttp would refuse it at the first request, as a ValueError.
+            raise ValueError("auth cannot be combined with an Authorization header or URL user")
+        secrets: list[str | None] = [url.password, url.user, *request_headers.values()]
+        if auth is not None:
+            request_headers["Authorization"] = auth.header_value()
+            secret = auth.password if isinstance(auth, BasicCredentials) else auth.token
+            secrets += (secret, request_headers["Authorization"].partition(" ")[2])
         self._session = session
         # A path prefix (Flink behind a proxy at /flink/) is kept: paths are appended to it.
         self._base = str(url).rstrip("/")
         self._timeout_seconds = timeout
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_body_bytes = max_body_bytes
-        self._headers = dict(headers) if headers else None
+        self._headers = request_headers or None
+        self._ssl: SSLContext | bool = True if ssl is None else ssl
+        self._server_name = server_name
         # Error texts (aiohttp's included) can quote the URL or a header: never repeat these.
-        self._secrets = [
-            secret
-            for secret in (url.password, url.user, *(headers or {}).values())
-            if secret and len(secret) >= 3
-        ]
+        self._secrets = [secret for secret in secrets if secret and len(secret) >= 3]
 
     async def overview(self) -> list[OverviewEntry]:
         path = "/jobs/overview"
@@ -340,6 +394,8 @@ class FlinkClient:
                 timeout=self._timeout,
                 allow_redirects=False,
                 headers=self._headers,
+                ssl=self._ssl,
+                server_hostname=self._server_name,
             ) as response:
                 status = response.status
                 if 300 <= status < 400:
@@ -396,9 +452,27 @@ class FlinkClient:
             text = f"no complete answer within {self._timeout_seconds:g} s"
         elif isinstance(error, aiohttp.ClientPayloadError):
             text = "the connection closed before the whole body arrived"
+        elif kind is FailureKind.TLS:
+            text = self._redact(_tls_problem(error))
         else:
             text = self._redact(str(error)) or type(error).__name__
         return FlinkError(kind, f"GET {path}: {text}")
+
+
+_SSL_SOURCE_LOCATION: Final = re.compile(r"\s*\(_ssl\.c:\d+\)$")
+
+
+def _tls_problem(error: BaseException) -> str:
+    """What went wrong in a TLS handshake, without aiohttp's wrapping (which spends the
+    detail's length on the connection key): ``TLS: certificate verify failed: ...``."""
+    cause = getattr(error, "certificate_error", None) or getattr(error, "os_error", None)
+    failure = cause if isinstance(cause, BaseException) else error
+    verify_message = getattr(failure, "verify_message", None)
+    if isinstance(failure, ssl.SSLCertVerificationError) and verify_message:
+        return f"TLS: certificate verify failed: {verify_message}"
+    if isinstance(failure, ssl.SSLError) and failure.strerror:
+        return "TLS: " + _SSL_SOURCE_LOCATION.sub("", failure.strerror)
+    return f"TLS: {failure}"
 
 
 def _failure_kind(error: BaseException) -> FailureKind:

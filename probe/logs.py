@@ -53,6 +53,7 @@ def configure(level: str = "info", fmt: LogFormat = "json") -> None:
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:
-    # `logger` cannot be passed to get_logger (it names wrap_logger's own argument).
-    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger().bind(logger=name)
+    # A lazy proxy: the logger is built on first use, after configure() ran. (`.bind()` would
+    # build it now, from structlog's defaults; `logger` is wrap_logger's own argument name.)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(component=name)
     return logger

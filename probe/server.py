@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from ._version import __version__
 from .book import JobBook
+from .metrics import JobSeriesRenderer
 from .model import InvalidJobId, canonical_job_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+UNAUTHENTICATED_PATHS: Final = frozenset({"/healthz", "/readyz"})
+"""Answered without credentials when ``server.web_config`` sets ``basic_auth_users``:
+orchestration probes (a kubelet's) carry none, and the answers show health only."""
 
 
 @dataclass(slots=True)
@@ -60,13 +66,22 @@ INDEX = """<!doctype html><html><head><title>flink-probe</title></head><body>
 
 
 class Api:
-    def __init__(self, book: JobBook, registry: CollectorRegistry, liveness: Liveness) -> None:
+    def __init__(
+        self,
+        book: JobBook,
+        registry: CollectorRegistry,
+        liveness: Liveness,
+        job_series: JobSeriesRenderer,
+    ) -> None:
+        self.job_series = job_series
         self.book = book
         self.registry = registry
         self.liveness = liveness
 
-    def app(self) -> web.Application:
-        app = web.Application(middlewares=[_json_errors])
+    def app(self, middlewares: Iterable[Middleware] = ()) -> web.Application:
+        # `middlewares` (authentication) run first: a request without credentials learns
+        # nothing, not even which paths exist.
+        app = web.Application(middlewares=[*middlewares, _json_errors])
         app.router.add_get("/", self.index)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
@@ -86,7 +101,13 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = await anyio.to_thread.run_sync(encoder, self.registry)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+
+        def render() -> bytes:
+            # The per-Job families first: OpenMetrics ends with the registry's "# EOF".
+            return self.job_series.render(openmetrics).encode() + encoder(self.registry)
+
+        body = await anyio.to_thread.run_sync(render)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response

@@ -12,6 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel
+from tls_helpers import Authority
 
 from probe.config import (
     Config,
@@ -28,6 +29,7 @@ from probe.config import (
     parse_duration,
     redacted_dict,
 )
+from probe.flink import BasicCredentials, BearerToken
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
@@ -343,7 +345,8 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
         pytest.param(
             "targets: [{name: a, url: 'http://a', headers: {X-Token: 5}}]",
             {},
-            ["targets[0].headers.X-Token: must be a string, got 5"],
+            # A header value may be a secret: an error never quotes it.
+            ["targets[0].headers.X-Token: must be a string, got <redacted>"],
             id="header-value",
         ),
         pytest.param(
@@ -700,14 +703,36 @@ def test_without_state_directory_a_relative_state_path_is_in_the_working_directo
 # --- the example file -----------------------------------------------------------------------
 
 
-def test_the_example_file_loads() -> None:
-    config = load_config(EXAMPLE, environ={})
+def example_with_its_files(directory: Path) -> Path:
+    """The example file, its /etc/flink-probe/ files made in `directory`."""
+    authority = Authority.create(directory, "prod")
+    authority.cert.rename(directory / "prod-ca.pem")
+    client = authority.issue("prod-client", server=False)
+    (directory / "prod-password").write_text("example-password\n")
+    (directory / "staging-token").write_text("example-token")
+    path = directory / "example.yaml"
+    path.write_text(EXAMPLE.read_text().replace("/etc/flink-probe/", f"{directory}/"))
+    assert (client.cert.name, client.key.name) == ("prod-client.pem", "prod-client.key")
+    return path
+
+
+def test_the_example_file_loads(tmp_path: Path) -> None:
+    path = example_with_its_files(tmp_path)
+
+    config = load_config(path, environ={"ANALYTICS_FLINK_TOKEN": "example-env-token"})
 
     assert [(target.name, target.discover) for target in config.targets] == [
         ("local", True),
         ("prod", False),
+        ("staging", False),
+        ("analytics", False),
     ]
     assert config.target("prod").url == "https://flink.example.com/prod-cluster/"
+    assert config.target("prod").credentials() == BasicCredentials(
+        "flink-probe", "example-password"
+    )
+    assert config.target("staging").credentials() == BearerToken("example-token")
+    assert config.target("analytics").credentials() == BearerToken("example-env-token")
     assert [(job.target, job.deployment) for job in config.jobs] == [
         ("prod", "orders"),
         ("prod", "payments"),
@@ -744,10 +769,11 @@ def test_the_example_file_shows_every_key() -> None:
 def test_dump_redacts_header_values_and_url_passwords() -> None:
     config = load_text(
         "targets:\n"
-        "  - name: a\n"
-        "    url: 'https://admin:s3cret@flink:8443/base'\n"
+        "  - {name: a, url: 'https://admin:s3cret@flink:8443/base'}\n"
+        "  - name: b\n"
+        "    url: 'https://flink:8443'\n"
         "    headers: {Authorization: Bearer t0ken, X-Tenant: blue}\n"
-        "  - {name: b, url: 'http://viewer@flink:8081'}\n"
+        "  - {name: c, url: 'http://viewer@flink:8081'}\n"
     )
 
     dumped = dump_effective(config)
@@ -756,10 +782,10 @@ def test_dump_redacts_header_values_and_url_passwords() -> None:
     assert "t0ken" not in dumped
     targets = yaml.safe_load(dumped)["targets"]
     assert targets[0]["url"] == "https://admin:***@flink:8443/base/"
-    assert targets[0]["headers"] == {"Authorization": "<redacted>", "X-Tenant": "<redacted>"}
-    assert targets[1]["url"] == "http://viewer@flink:8081/"
+    assert targets[1]["headers"] == {"Authorization": "<redacted>", "X-Tenant": "<redacted>"}
+    assert targets[2]["url"] == "http://viewer@flink:8081/"
     # The daemon still has the secrets.
-    assert config.target("a").headers["Authorization"] == "Bearer t0ken"
+    assert config.target("b").headers["Authorization"] == "Bearer t0ken"
 
 
 def test_dump_writes_durations_and_sizes_as_people_do() -> None:
@@ -782,3 +808,383 @@ def test_the_dump_of_a_config_without_secrets_loads_back_as_the_same_config() ->
     )
 
     assert load_text(dump_effective(config)) == config
+
+
+# --- secrets and TLS ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def authority(tmp_path_factory: pytest.TempPathFactory) -> Authority:
+    return Authority.create(tmp_path_factory.mktemp("pki"), "config")
+
+
+def one_target(*others: Mapping[str, object], **settings: object) -> str:
+    """A config text with target ``a`` (https) of `settings`, then the `others`."""
+    target = {"name": "a", "url": "https://a:8443", **settings}
+    return yaml.safe_dump({"targets": [target, *others]})
+
+
+@pytest.mark.parametrize(
+    ("settings", "environ", "expected"),
+    [
+        pytest.param(
+            {"tls": {"ca_file": "/nonexistent/ca.pem"}},
+            {},
+            "targets[0].tls.ca_file: cannot read /nonexistent/ca.pem: No such file or directory",
+            id="ca-file-missing",
+        ),
+        pytest.param(
+            {"tls": {"ca_file": "flink-probe.yaml"}},
+            {},
+            "targets[0].tls.ca_file: flink-probe.yaml holds no PEM certificate"
+            " (-----BEGIN CERTIFICATE-----)",
+            id="ca-file-not-pem",
+        ),
+        pytest.param(
+            {"tls": {"cert_file": "client.pem"}},
+            {},
+            "targets[0].tls.key_file: required with cert_file",
+            id="cert-without-key",
+        ),
+        pytest.param(
+            {"tls": {"ca_file": ""}},
+            {},
+            "targets[0].tls.ca_file: must not be empty",
+            id="empty-path",
+        ),
+        pytest.param(
+            {"url": "http://a:8081", "tls": {"insecure_skip_verify": True}},
+            {},
+            "targets[0].tls: needs an https:// url, got 'http://a:8081/'",
+            id="tls-on-http",
+        ),
+        pytest.param(
+            {"basic_auth": {"username": "probe", "password": "hunter2"}},
+            {},
+            "targets[0].basic_auth.password: secrets are never written in the configuration:"
+            " use password_file or password_env",
+            id="inline-password",
+        ),
+        pytest.param(
+            {"bearer_token": "t0ken"},
+            {},
+            "targets[0].bearer_token: secrets are never written in the configuration:"
+            " use bearer_token_file or bearer_token_env",
+            id="inline-token",
+        ),
+        pytest.param(
+            {"basic_auth": {"username": "probe"}},
+            {},
+            "targets[0].basic_auth.password_file: set password_file or password_env"
+            " (the password is never written in the configuration)",
+            id="no-password",
+        ),
+        pytest.param(
+            {"basic_auth": {"username": "probe", "password_file": "pw", "password_env": "PW"}},
+            {"PW": "x"},
+            "targets[0].basic_auth.password_env: set one of password_file and password_env,"
+            " not both",
+            id="password-twice",
+        ),
+        pytest.param(
+            {"basic_auth": {"username": "a:b", "password_env": "PW"}},
+            {"PW": "x"},
+            "targets[0].basic_auth.username: must not contain ':'"
+            " (basic credentials are user:password)",
+            id="username-colon",
+        ),
+        pytest.param(
+            {"bearer_token_env": "TOKEN"},
+            {},
+            "targets[0].bearer_token_env: environment variable TOKEN is not set",
+            id="env-unset",
+        ),
+        pytest.param(
+            {"bearer_token_env": "TOKEN"},
+            {"TOKEN": "  "},
+            "targets[0].bearer_token_env: environment variable TOKEN is empty",
+            id="env-empty",
+        ),
+        pytest.param(
+            {"bearer_token_env": "TOKEN"},
+            {"TOKEN": "two\nlines"},
+            "targets[0].bearer_token_env: environment variable TOKEN holds more than one line",
+            id="env-two-lines",
+        ),
+        pytest.param(
+            {"bearer_token_env": "FLINK_PROBE_TOKEN"},
+            {},
+            "targets[0].bearer_token_env: must not start with FLINK_PROBE_"
+            " (that prefix is for settings)",
+            id="env-reserved-prefix",
+        ),
+        pytest.param(
+            {"bearer_token_file": "/nonexistent/token"},
+            {},
+            "targets[0].bearer_token_file: cannot read /nonexistent/token:"
+            " No such file or directory",
+            id="token-file-missing",
+        ),
+        pytest.param(
+            {"bearer_token_env": "T", "basic_auth": {"username": "u", "password_env": "T"}},
+            {"T": "x"},
+            "targets[0]: set one kind of credentials, not basic_auth and bearer_token_file/_env",
+            id="two-kinds-of-credentials",
+        ),
+        pytest.param(
+            {"bearer_token_env": "T", "headers": {"authorization": "Basic eDp5"}},
+            {"T": "x"},
+            "targets[0]: set one kind of credentials,"
+            " not bearer_token_file/_env and an Authorization header",
+            id="token-and-header",
+        ),
+    ],
+)
+def test_secret_and_tls_mistakes_are_one_line_naming_the_key(
+    settings: dict[str, object], environ: dict[str, str], expected: str
+) -> None:
+    lines = error_lines(one_target(**settings), environ)
+
+    assert lines == [expected]
+    assert not any(secret in line for line in lines for secret in ("hunter2", "t0ken"))
+
+
+def test_an_empty_secret_file_is_refused(tmp_path: Path) -> None:
+    Path("token").write_text("\n")
+
+    assert error_lines(one_target(bearer_token_file="token")) == [
+        "targets[0].bearer_token_file: token is empty"
+    ]
+
+
+def test_a_client_key_that_is_not_the_certificates_is_refused(authority: Authority) -> None:
+    first = authority.issue("first", server=False)
+    second = authority.issue("second", server=False)
+
+    [line] = error_lines(
+        one_target(tls={"cert_file": str(first.cert), "key_file": str(second.key)})
+    )
+
+    assert line.startswith(f"targets[0].tls.key_file: {second.key} is not the key of {first.cert}")
+
+
+def test_an_encrypted_client_key_is_refused_without_prompting(authority: Authority) -> None:
+    pair = authority.issue("encrypted", server=False)
+    pair.key.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n")
+
+    assert error_lines(
+        one_target(tls={"cert_file": str(pair.cert), "key_file": str(pair.key)})
+    ) == [f"targets[0].tls.key_file: {pair.key} is encrypted; flink-probe needs an unencrypted key"]
+
+
+def test_the_dump_names_secret_files_and_variables_but_not_secrets(
+    authority: Authority,
+) -> None:
+    pair = authority.issue("client", server=False)
+    Path("password").write_text("pa55word")
+    config = load_text(
+        one_target(
+            {"name": "b", "url": "http://b:8081", "bearer_token_env": "B_TOKEN"},
+            basic_auth={"username": "probe", "password_file": "password"},
+            tls={
+                "ca_file": str(authority.cert),
+                "cert_file": str(pair.cert),
+                "key_file": str(pair.key),
+            },
+        ),
+        environ={"B_TOKEN": "t0ken-b"},
+    )
+
+    dumped = dump_effective(config)
+
+    assert "pa55word" not in dumped
+    assert "t0ken-b" not in dumped
+    targets = yaml.safe_load(dumped)["targets"]
+    assert targets[0]["basic_auth"] == {
+        "username": "probe",
+        "password_file": "password",
+        "password_env": None,
+    }
+    assert targets[0]["tls"]["ca_file"] == str(authority.cert)
+    assert targets[1]["bearer_token_env"] == "B_TOKEN"
+    assert "pa55word" not in repr(config)
+    assert "t0ken-b" not in repr(config)
+    # The daemon still has them.
+    assert config.target("a").credentials() == BasicCredentials("probe", "pa55word")
+    assert config.target("b").credentials() == BearerToken("t0ken-b")
+
+
+def test_a_dump_with_secret_files_loads_back_as_the_same_config(authority: Authority) -> None:
+    Path("password").write_text("pa55word")
+    config = load_text(
+        one_target(
+            basic_auth={"username": "probe", "password_file": "password"},
+            tls={"ca_file": str(authority.cert)},
+        )
+    )
+
+    assert load_text(dump_effective(config)) == config
+
+
+# --- server.web_config ----------------------------------------------------------------------
+
+
+def web_config_errors(document: object) -> list[str]:
+    Path("web.yml").write_text(yaml.safe_dump(document))
+    lines = error_lines("server: {web_config: web.yml}")
+    prefix = "server.web_config: web.yml: "
+    assert all(line.startswith(prefix) for line in lines), lines
+    return [line.removeprefix(prefix) for line in lines]
+
+
+HASH = "$2b$04$" + "a" * 53
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        pytest.param(
+            {"basic_auth_users": {"alice": HASH}, "rate_limit": {}},
+            ["rate_limit: not supported by flink-probe"],
+            id="unsupported-toolkit-key",
+        ),
+        pytest.param(
+            {"tls_server_config": {"cert_file": "s.pem", "key_file": "s.key", "cipher_suites": []}},
+            ["tls_server_config.cipher_suites: not supported by flink-probe"],
+            id="unsupported-tls-key",
+        ),
+        pytest.param(
+            {"basic_auth_user": {}},
+            ["basic_auth_user: unknown key"],
+            id="unknown-key",
+        ),
+        pytest.param(
+            {"basic_auth_users": {"alice": "plain-password"}},
+            [
+                "basic_auth_users.alice: must be a bcrypt hash ($2b$<cost>$<53 characters>,"
+                " see htpasswd -B)"
+            ],
+            id="not-a-hash",
+        ),
+        pytest.param(
+            {"basic_auth_users": {"a:b": HASH}},
+            ["basic_auth_users.a:b: user name 'a:b' must not contain ':'"],
+            id="user-with-colon",
+        ),
+        pytest.param(
+            {"tls_server_config": {"cert_file": "s.pem"}},
+            ["tls_server_config.key_file: required key is missing"],
+            id="key-missing",
+        ),
+        pytest.param(
+            {
+                "tls_server_config": {
+                    "cert_file": "s.pem",
+                    "key_file": "s.key",
+                    "min_version": "TLS11",
+                }
+            },
+            ["tls_server_config.min_version: must be one of 'TLS12' or 'TLS13', got 'TLS11'"],
+            id="old-tls",
+        ),
+        pytest.param(
+            {"tls_server_config": {"cert_file": "s.pem", "key_file": "s.key"}},
+            # web.yml is in the working directory, and so is s.pem.
+            ["tls_server_config.cert_file: cannot read s.pem: No such file or directory"],
+            id="cert-missing",
+        ),
+        pytest.param(
+            {
+                "tls_server_config": {
+                    "cert_file": "s.pem",
+                    "key_file": "s.key",
+                    "client_auth_type": "RequireAnyClientCert",
+                }
+            },
+            [
+                "tls_server_config.client_auth_type: RequireAnyClientCert accepts a client"
+                " certificate without verifying it, which flink-probe cannot do; use"
+                " VerifyClientCertIfGiven or RequireAndVerifyClientCert with client_ca_file"
+            ],
+            id="unverified-client-certificates",
+        ),
+        pytest.param(
+            {
+                "tls_server_config": {
+                    "cert_file": "s.pem",
+                    "key_file": "s.key",
+                    "client_auth_type": "RequireAndVerifyClientCert",
+                }
+            },
+            [
+                "tls_server_config.client_ca_file: required by client_auth_type"
+                " RequireAndVerifyClientCert (the CA client certificates are checked against)"
+            ],
+            id="client-ca-missing",
+        ),
+        pytest.param(
+            {
+                "tls_server_config": {
+                    "cert_file": "s.pem",
+                    "key_file": "s.key",
+                    "client_ca_file": "ca.pem",
+                }
+            },
+            [
+                "tls_server_config.client_ca_file: is set, but client_auth_type is NoClientCert;"
+                " set client_auth_type to VerifyClientCertIfGiven or RequireAndVerifyClientCert"
+            ],
+            id="client-ca-without-client-auth",
+        ),
+    ],
+)
+def test_web_config_mistakes_are_lines_naming_the_file_and_key(
+    document: object, expected: list[str]
+) -> None:
+    assert web_config_errors(document) == expected
+
+
+def test_a_missing_web_config_file_is_named() -> None:
+    assert error_lines("server: {web_config: /nonexistent/web.yml}") == [
+        "server.web_config: /nonexistent/web.yml: not found"
+    ]
+
+
+def test_web_config_paths_are_relative_to_its_file(authority: Authority, tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    web.mkdir()
+    pair = authority.issue("server", server=True)
+    for source in (pair.cert, pair.key):
+        (web / source.name).write_bytes(source.read_bytes())
+    (web / "web.yml").write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": "server.pem", "key_file": "server.key"},
+                "basic_auth_users": {"prometheus": HASH},
+            }
+        )
+    )
+
+    security = load_text("server: {web_config: web/web.yml}").server.web_security
+
+    assert security.scheme == "https"
+    assert security.ssl_context is not None
+    assert dict(security.users) == {"prometheus": HASH.encode()}
+    assert "$2b$" not in repr(security)
+
+
+def test_without_web_config_the_server_is_plain_and_open() -> None:
+    security = load_text("").server.web_security
+
+    assert (security.scheme, security.ssl_context, dict(security.users)) == ("http", None, {})
+    assert security.middlewares({"/healthz"}) == []
+
+
+def test_a_changed_web_config_makes_a_different_server_section() -> None:
+    """A reload compares the server section to warn that it needs a restart."""
+    Path("web.yml").write_text(yaml.safe_dump({"basic_auth_users": {"a": HASH}}))
+    first = load_text("server: {web_config: web.yml}").server
+
+    assert load_text("server: {web_config: web.yml}").server == first
+    Path("web.yml").write_text(yaml.safe_dump({"basic_auth_users": {"b": HASH}}))
+    assert load_text("server: {web_config: web.yml}").server != first
