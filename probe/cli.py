@@ -16,6 +16,7 @@ import anyio
 from ._version import __version__
 from .config import Config, ConfigError, dump_effective, load_config
 from .logs import configure, get_logger
+from .model import JobState
 from .store import StoreError
 
 EXIT_OK = 0
@@ -40,11 +41,44 @@ def build_parser() -> argparse.ArgumentParser:
         "check-config", help="validate the configuration and print it (secrets redacted)"
     )
     check.add_argument("--config", type=Path, metavar="FILE", help=config_help)
+    demo = commands.add_parser(
+        "demo",
+        help="run the daemon against a built-in simulated Flink cluster and show a live table",
+    )
+    demo.add_argument("--port", type=int, default=9270, help="HTTP port (default 9270)")
+    demo.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)"
+    )
+    jobs = commands.add_parser("jobs", help="list the Jobs of a running daemon")
+    jobs.add_argument(
+        "--url",
+        default="http://127.0.0.1:9270",
+        help="the daemon's address (default http://127.0.0.1:9270)",
+    )
+    jobs.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
+    jobs.add_argument(
+        "--state",
+        type=str.upper,
+        choices=[state.value for state in JobState],
+        help="only Jobs in this state",
+    )
+    jobs.add_argument(
+        "-o", "--output", choices=["table", "json", "yaml"], default="table", help="format"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # These two need no configuration: a bad FLINK_PROBE_* variable must not block them.
+    if args.command == "demo":
+        from .demo import main as demo
+
+        return demo(port=args.port, duration=args.duration)
+    if args.command == "jobs":
+        from .jobs_command import list_jobs
+
+        return list_jobs(args.url, namespace=args.namespace, state=args.state, output=args.output)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -54,17 +88,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         sys.stdout.write(dump_effective(config))
         return EXIT_OK
-    return run(config)
+    return run(config, args.config)
 
 
-def run(config: Config) -> int:
+def run(config: Config, config_path: Path | None = None) -> int:
     from .daemon import Daemon
 
     configure(config.logging.level, config.logging.format)
     log = get_logger("flink_probe")
     log.info("starting", version=__version__)
     try:
-        return anyio.run(Daemon(config).run)
+        return anyio.run(Daemon(config, config_path=config_path).run)
     except StoreError as exc:
         log.error("cannot use the state store", error=str(exc))
         print(f"flink-probe: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .model import from_epoch
 from .prober import Prober, TargetLags
 from .restarts import Lags
 from .scheduler import Scheduler, Target
+from .sdnotify import Notifier, run_watchdog
 from .server import UNAUTHENTICATED_PATHS, Api, Liveness
 from .sources import declare_static_jobs
 from .store import Store, open_store
@@ -59,6 +61,8 @@ class Daemon:
         self._force_exit = False
         self.bound_port: int | None = None
         """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
+        self.notifier = Notifier.from_environ()
+        """systemd's notification socket (Type=notify; does nothing when not under systemd)."""
 
     async def run(self) -> int:
         """Run until asked to stop. Raises StoreError (exit 1) if the state cannot be opened."""
@@ -131,13 +135,13 @@ class Daemon:
                     targets=[t.name for t in targets],
                     interval=config.probe.interval,
                 )
-                await self._serve(book, scheduler)
+                await self._serve(book, scheduler, liveness)
             finally:
                 await runner.cleanup()
         log.info("stopped", committed=book.pending == 0)
         return 0
 
-    async def _serve(self, book: JobBook, scheduler: Scheduler) -> None:
+    async def _serve(self, book: JobBook, scheduler: Scheduler, liveness: Liveness) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -146,6 +150,13 @@ class Daemon:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(book.run_committer, name="committer")
                 tg.start_soon(self._reloader, book, scheduler, name="reloader")
+                tg.start_soon(self._report_status, book, scheduler, name="status")
+                tg.start_soon(
+                    run_watchdog,
+                    self.notifier,
+                    lambda: time.monotonic() - liveness.heartbeat() <= liveness.stale_after,
+                    name="watchdog",
+                )
                 async with anyio.create_task_group() as probing:
                     loops_done = anyio.Event()
 
@@ -155,6 +166,7 @@ class Daemon:
 
                     probing.start_soon(run_scheduler, name="scheduler")
                     await self.should_exit.wait()
+                    self.notifier.stopping()
                     scheduler.stop()
                     grace = self.config.probe.timeout + SHUTDOWN_GRACE_EXTRA
                     log.info("stopping: letting probe rounds in flight finish", grace=grace)
@@ -169,6 +181,17 @@ class Daemon:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
+    async def _report_status(self, book: JobBook, scheduler: Scheduler) -> None:
+        """READY=1 once the state is loaded and every target was probed once (what /readyz
+        says), then a short STATUS= line every interval for ``systemctl status``."""
+        await scheduler.first_round_done.wait()
+        await book.commit()
+        self.notifier.ready(status=_summary(book, scheduler))
+        log.info("ready", targets=len(scheduler.targets), jobs=len(book.exposed))
+        while True:
+            await anyio.sleep(self.config.probe.interval)
+            self.notifier.status(_summary(book, scheduler))
+
     async def _reloader(self, book: JobBook, scheduler: Scheduler) -> None:
         """SIGHUP: re-read the configuration; an invalid one is refused, the old one runs on."""
         while True:
@@ -177,6 +200,13 @@ class Daemon:
             await self.reload(book, scheduler)
 
     async def reload(self, book: JobBook, scheduler: Scheduler) -> bool:
+        self.notifier.reloading()
+        try:
+            return await self._reload(book, scheduler)
+        finally:
+            self.notifier.ready()
+
+    async def _reload(self, book: JobBook, scheduler: Scheduler) -> bool:
         log.info("reloading configuration", path=str(self.config_path or "(default)"))
         try:
             new = await anyio.to_thread.run_sync(load_config, self.config_path)
@@ -235,6 +265,14 @@ class Daemon:
                 lags=Lags(target.overview_max_age, target.metrics_max_age),
             ),
         )
+
+
+def _summary(book: JobBook, scheduler: Scheduler) -> str:
+    """E.g. ``jobs: 3 STARTED, 1 FAILED; targets up: 2/2``."""
+    by_state = Counter(record.job.state.value for record in book.exposed.values())
+    jobs = ", ".join(f"{count} {state}" for state, count in sorted(by_state.items())) or "none"
+    up = sum(1 for health in scheduler.health.values() if health.up)
+    return f"jobs: {jobs}; targets up: {up}/{len(scheduler.targets)}"
 
 
 def _bound_port(runner: web.AppRunner) -> int:

@@ -69,6 +69,8 @@ class Scheduler:
         self._clock = clock
         self._stopping = anyio.Event()
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.first_round_done = anyio.Event()
+        """Set once every target was probed once (answered or not)."""
         self.heartbeat = time.monotonic()
         """Updated by every loop iteration: /healthz reads it to tell the loop is alive."""
 
@@ -90,6 +92,8 @@ class Scheduler:
             self._task_group = tg
             for target in self.targets.values():
                 self._start(target)
+            if not self.targets:
+                self.first_round_done.set()
             await self._stopping.wait()
 
     def reconfigure(
@@ -223,6 +227,8 @@ class Scheduler:
         for endpoint, error in result.errors:
             self.metrics.request_errors.labels(target.name, endpoint, error.kind.value).inc()
         self._log_episode(target, result.errors)
+        if self.all_probed:
+            self.first_round_done.set()
         log.debug(
             "probe round",
             up=up,

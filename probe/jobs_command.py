@@ -1,0 +1,209 @@
+"""``flink-probe jobs``: list the Jobs of a running daemon, through its HTTP API.
+
+A one-shot command, so plain ``urllib`` and no event loop. It reads
+``GET /api/v1/namespaces/{namespace}/jobs`` and prints a table (like ``kubectl get``), or the
+JobList as JSON or YAML, optionally only the Jobs in one state. A daemon that cannot be reached
+or does not answer like flink-probe is one line on stderr and exit code 1. A daemon behind
+``server.web_config`` is reached with ``https://`` and credentials in the URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TextIO
+
+import yaml
+
+from .model import JobState
+
+DEFAULT_URL: Final = "http://127.0.0.1:9270"
+DEFAULT_NAMESPACE: Final = "default"
+REQUEST_TIMEOUT: Final = 10.0
+TABLE_HEADERS: Final = (
+    "ID",
+    "DEPLOYMENT",
+    "STATE",
+    "FLINK STATUS",
+    "RESTARTS",
+    "TARGET",
+    "LAST UPDATE",
+    "AGE",
+)
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+
+OutputFormat = Literal["table", "json", "yaml"]
+
+
+class DaemonError(Exception):
+    """The daemon could not be asked, or did not answer like flink-probe; one line."""
+
+
+def list_jobs(
+    url: str,
+    *,
+    namespace: str | None,
+    state: str | None,
+    output: OutputFormat,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+) -> int:
+    """Print the Jobs of the daemon at `url` (namespace `default` when None), only those in
+    `state` when given. Returns the exit code: 0, 1 (daemon unreachable or not flink-probe),
+    2 (an unknown state)."""
+    namespace = namespace or DEFAULT_NAMESPACE
+    wanted: JobState | None = None
+    if state is not None:
+        try:
+            wanted = JobState(state.upper())
+        except ValueError:
+            known = ", ".join(s.value for s in JobState)
+            print(f"flink-probe: unknown state {state!r} (one of {known})", file=err)
+            return EXIT_USAGE
+    try:
+        items = fetch_jobs(url, namespace)
+    except DaemonError as error:
+        print(f"flink-probe: {error}", file=err)
+        return EXIT_FAILED
+    if wanted is not None:
+        items = [job for job in items if job["status"]["state"] == wanted.value]
+    if output == "json":
+        out.write(json.dumps({"kind": "JobList", "items": items}, indent=2) + "\n")
+    elif output == "yaml":
+        out.write(yaml.safe_dump({"kind": "JobList", "items": items}, sort_keys=False))
+    elif items:
+        now = datetime.now(UTC)
+        out.write(render_table(TABLE_HEADERS, [table_row(job, now) for job in items]))
+    else:
+        which = f" in state {wanted.value}" if wanted else ""
+        print(f"No jobs{which} in namespace {namespace}.", file=err)
+    return EXIT_OK
+
+
+def fetch_jobs(url: str, namespace: str) -> list[dict[str, Any]]:
+    """The `items` of the daemon's JobList for `namespace`; DaemonError saying what failed.
+
+    Credentials in the URL (``https://user:password@host:9270``) are sent as HTTP basic
+    authentication, for a daemon whose ``server.web_config`` requires it, and never shown.
+    """
+    url, headers = _credentials(url)
+    headers["Accept"] = "application/json"
+    path = f"api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/jobs"
+    endpoint = urllib.parse.urljoin(url.rstrip("/") + "/", path)
+    request = urllib.request.Request(endpoint, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
+            body = response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            raise DaemonError(f"{endpoint}: {_http_error(error.code, error.read())}") from None
+    except urllib.error.URLError as error:
+        reason = error.reason
+        text = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
+        raise DaemonError(
+            f"cannot reach the daemon at {url}: {text} (is `flink-probe run` running there?)"
+        ) from None
+    except (OSError, ValueError) as error:
+        # A timeout while reading, a reset connection, or a URL urllib cannot use.
+        raise DaemonError(f"cannot reach the daemon at {url}: {error}") from None
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DaemonError(f"{endpoint}: the answer is not JSON: is this flink-probe?") from None
+    if not (
+        isinstance(document, dict)
+        and document.get("kind") == "JobList"
+        and isinstance(document.get("items"), list)
+        and all(_is_job(item) for item in document["items"])
+    ):
+        raise DaemonError(f"{endpoint}: the answer is not a JobList: is this flink-probe?")
+    items: list[dict[str, Any]] = document["items"]
+    return items
+
+
+def _credentials(url: str) -> tuple[str, dict[str, str]]:
+    """`url` without its user information, and the Authorization header it stood for."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return urllib.parse.urlunsplit(bare), {"Authorization": f"Basic {token}"}
+
+
+def table_row(job: Mapping[str, Any], now: datetime) -> list[str]:
+    metadata = job["metadata"]
+    status = job["status"]
+    started = status.get("started") or {}
+    restarts = started.get("observedFlinkJobRestarts")
+    return [
+        str(metadata["id"]),
+        str(metadata.get("deploymentName", "")),
+        str(status["state"]),
+        str(started.get("observedFlinkJobStatus", "-")),
+        "-" if restarts is None else str(restarts),
+        str(metadata.get("annotations", {}).get("flink-probe/target", "-")),
+        _age_of(started.get("lastUpdateTime"), now, suffix=" ago"),
+        _age_of(metadata.get("createdAt"), now),
+    ]
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, separated by three spaces (as kubectl does)."""
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        for row in [headers, *rows]
+    ]
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def format_age(seconds: float) -> str:
+    """``5s``, ``3m``, ``2h``, ``4d``: the largest whole unit, as kubectl shows ages."""
+    seconds = max(seconds, 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _age_of(timestamp: object, now: datetime, suffix: str = "") -> str:
+    if not isinstance(timestamp, str):
+        return "-"
+    try:
+        then = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return "-"
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=UTC)
+    return format_age((now - then).total_seconds()) + suffix
+
+
+def _is_job(item: object) -> bool:
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("metadata"), dict)
+        and "id" in item["metadata"]
+        and isinstance(item.get("status"), dict)
+        and "state" in item["status"]
+    )
+
+
+def _http_error(status: int, body: bytes) -> str:
+    """The daemon's JSON error message, or the status alone for anything else."""
+    try:
+        document = json.loads(body)
+        message = document["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {status}: not a flink-probe answer (is this flink-probe?)"
+    return f"HTTP {status}: {message}"
