@@ -286,8 +286,8 @@ def split_listen(listen: str) -> tuple[str, int]:
     if not separator or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"must be host:port (IPv6 as [::1]:9270), got {listen!r}")
     port = int(port_text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be 1..65535, got {port}")
+    if not 0 <= port <= 65535:  # 0: any free port (the log line "listening" names it)
+        raise ValueError(f"port must be 0..65535, got {port}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
         try:

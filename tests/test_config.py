@@ -405,7 +405,7 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
         pytest.param(
             "server: {listen: '0.0.0.0:70000'}",
             {},
-            ["server.listen: port must be 1..65535, got 70000"],
+            ["server.listen: port must be 0..65535, got 70000"],
             id="listen-port",
         ),
         pytest.param(
