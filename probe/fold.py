@@ -85,15 +85,17 @@ class JobRecord:
         return self.ledger.terminal_seen_at is not None and not self.ledger.settled
 
     def to_document(self) -> str:
-        return json.dumps(
+        # The Job is serialised by pydantic-core straight to JSON (a dict round trip through
+        # the json module costs twice as much, for every Job of every round).
+        rest = json.dumps(
             {
-                "job": self.job.to_wire(),
                 "ledger": self.ledger.to_dict(),
                 "missingProbes": self.missing_probes,
                 "lastProbeAt": self.last_probe_at,
             },
             separators=(",", ":"),
         )
+        return '{"job":' + self.job.model_dump_json(by_alias=True) + "," + rest[1:]
 
     @classmethod
     def from_document(cls, text: str) -> Self:

@@ -13,8 +13,8 @@ Times are seconds since the Unix epoch (floats); epochs are Flink's ``start-time
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Self
+from dataclasses import dataclass, fields
+from typing import Any, Final, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,59 +124,78 @@ def observe(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) -
     """Fold one probe's sighting into the ledger (steps 1 to 5 of the rule)."""
     if ledger.settled:
         return ledger
+    led = _Draft(*astuple_shallow(ledger))
     epoch_age = lags.overview_max_age if sighting.epoch_max_age is None else sighting.epoch_max_age
-    led = _see_epoch(ledger, now, sighting, now - epoch_age)
+    _see_epoch(led, now, sighting, now - epoch_age)
     if sighting.raw is not None:
         raw = PendingRaw(now, sighting.raw, sighting.raw_max_age)
-        led = replace(led, pending=(*led.pending, raw)[-MAX_PENDING:])
-    led, credited = _confirm(led)
-    led = _settle(led, now, lags, credited)
-    total = led.sealed + led.credit + led.process_restarts
-    return led if total <= led.observed else replace(led, observed=total)
+        led.pending = (*led.pending, raw)[-MAX_PENDING:]
+    credited = _confirm(led)
+    _settle(led, now, lags, credited)
+    led.observed = max(led.observed, led.sealed + led.credit + led.process_restarts)
+    return RestartLedger(*astuple_shallow(led))
 
 
-def _see_epoch(
-    led: RestartLedger, now: float, sighting: Sighting, current_at: float
-) -> RestartLedger:
+@dataclass(slots=True)
+class _Draft:
+    """A RestartLedger being worked on: one probe's steps mutate it, then it is frozen again
+    (building a frozen dataclass per step costs more than the rule itself)."""
+
+    epoch: int | None
+    epoch_first_seen: float | None
+    epoch_current_until: float | None
+    credit: int
+    sealed: int
+    process_restarts: int
+    pending: tuple[PendingRaw, ...]
+    observed: int
+    terminal_seen_at: float | None
+    settled: bool
+
+
+_FIELDS: Final = tuple(f.name for f in fields(RestartLedger))
+
+
+def astuple_shallow(ledger: RestartLedger | _Draft) -> tuple[Any, ...]:
+    """The fields in order, not copied (dataclasses.astuple would deep-copy the pending raws)."""
+    return tuple(getattr(ledger, name) for name in _FIELDS)
+
+
+def _see_epoch(led: _Draft, now: float, sighting: Sighting, current_at: float) -> None:
     """Steps 1 and 5: a newer epoch seals the current one; a terminal status is remembered.
 
     ``current_at`` is the latest time the sighting proves the epoch current (its snapshot
     can be that old)."""
     epoch = sighting.epoch
     if epoch is None or (led.epoch is not None and epoch < led.epoch):
-        return led  # nothing learnt, or a stale answer from before the current epoch
+        return  # nothing learnt, or a stale answer from before the current epoch
     if led.epoch is None:
-        led = replace(led, epoch=epoch, epoch_first_seen=now, epoch_current_until=current_at)
+        led.epoch, led.epoch_first_seen, led.epoch_current_until = epoch, now, current_at
     elif epoch > led.epoch:
         if led.terminal_seen_at is not None:
             # A globally terminal job is never taken over again; a larger start-time for
             # it can only be a different submission under the same id, which we ignore.
-            return led
-        led = replace(
-            _seal(led),
-            epoch=epoch,
-            epoch_first_seen=now,
-            epoch_current_until=current_at,
-            pending=(),
-        )
+            return
+        _seal(led)
+        led.epoch, led.epoch_first_seen, led.epoch_current_until = epoch, now, current_at
+        led.pending = ()
     elif led.epoch_current_until is None or current_at > led.epoch_current_until:
-        led = replace(led, epoch_current_until=current_at)
+        led.epoch_current_until = current_at
     if sighting.terminal and led.terminal_seen_at is None:
-        led = replace(led, terminal_seen_at=now)
-    return led
+        led.terminal_seen_at = now
 
 
-def _seal(led: RestartLedger) -> RestartLedger:
+def _seal(led: _Draft) -> None:
     """Close the current JobManager process: its credit is final and one restart is counted."""
-    return replace(
-        led, sealed=led.sealed + led.credit, credit=0, process_restarts=led.process_restarts + 1
-    )
+    led.sealed += led.credit
+    led.credit = 0
+    led.process_restarts += 1
 
 
-def _confirm(led: RestartLedger) -> tuple[RestartLedger, list[PendingRaw]]:
+def _confirm(led: _Draft) -> list[PendingRaw]:
     """Credit every pending raw now known to belong to the current epoch; return those credited."""
     if led.epoch_first_seen is None or led.epoch_current_until is None or not led.pending:
-        return led, []
+        return []
     first_seen, current_until = led.epoch_first_seen, led.epoch_current_until
     terminal = led.terminal_seen_at is not None
     kept: list[PendingRaw] = []
@@ -189,19 +208,17 @@ def _confirm(led: RestartLedger) -> tuple[RestartLedger, list[PendingRaw]]:
             continue
         if raw.value < led.credit:
             # Confirmed for this epoch yet lower: a process restart that kept start-time.
-            led = _seal(led)
-        led = replace(led, credit=max(led.credit, raw.value))
+            _seal(led)
+        led.credit = max(led.credit, raw.value)
         credited.append(raw)
-    return replace(led, pending=tuple(kept)), credited
+    led.pending = tuple(kept)
+    return credited
 
 
-def _settle(
-    led: RestartLedger, now: float, lags: Lags, credited: list[PendingRaw]
-) -> RestartLedger:
+def _settle(led: _Draft, now: float, lags: Lags, credited: list[PendingRaw]) -> None:
     """Step 5: a terminal epoch's count is final once a raw taken after its end is credited."""
     if led.terminal_seen_at is None:
-        return led
+        return
     final_read = any(r.seen_at - r.max_age >= led.terminal_seen_at for r in credited)
     if final_read or now >= led.terminal_seen_at + lags.give_up_after:
-        return replace(led, settled=True, pending=())
-    return led
+        led.settled, led.pending = True, ()

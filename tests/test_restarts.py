@@ -264,3 +264,12 @@ def test_terminal_job_without_metrics_settles_after_give_up() -> None:
     ledger = observe(ledger, BASE + LAGS.give_up_after, Sighting(), LAGS)
     assert ledger.settled
     assert observe(ledger, BASE + 1000, Sighting(epoch=2, raw=9, raw_max_age=0.0), LAGS) == ledger
+
+
+def test_the_working_draft_has_the_ledgers_fields() -> None:
+    """observe() works on a mutable copy of the ledger, built field by field in order."""
+    from dataclasses import fields
+
+    from probe.restarts import _Draft
+
+    assert [f.name for f in fields(_Draft)] == [f.name for f in fields(RestartLedger)]
