@@ -1,0 +1,157 @@
+"""The real daemon across two JobManager failovers of a real Flink with ZooKeeper HA.
+
+What is exactly checkable. Flink's `numRestarts` restarts from 0 in every JobManager epoch,
+the failover itself is in no Flink counter, and restarts while no JobManager runs are lost for
+everyone. So the daemon's count at the end must equal the sum over epochs of the last
+`numRestarts` the daemon could have read in that epoch, plus one per failover. We make "what
+the daemon could have read" a number we know, by killing the JobManager only when:
+
+1. the daemon shows exactly (earlier epochs' credit) + Flink's current `numRestarts` =: f,
+   read from Flink just after the daemon, so the daemon credited at least f in this epoch;
+2. Flink still serves f at a request sent less than `KILL_WITHIN_S` before the kill. The
+   daemon credits a value only once an overview request sent at least E = 1 s after reading it
+   proved the epoch still current; every such overview was sent before the kill, so every
+   credited value was read more than 1 s before the kill, before that last request of ours,
+   and Flink serves one epoch's count in increasing order: the daemon credited at most f.
+
+Then the epoch's credit is exactly f, and at the end (job cancelled, count settled) the
+daemon's count must be f0 + 1 + f1 + 1 + f2 (f2: Flink's final count). Throughout, the
+`RestartWatch` checks on every sample that the count never goes down and never exceeds the
+earlier epochs' credit plus Flink's current count. A job that never fails (`forever`) must end
+with exactly 2: the two failovers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from daemon_harness import dashed, flink_status_of, restarts_of, state_of
+
+from .cluster import FlinkCluster, FlinkRestError
+from .daemon import TARGET, ProbeDaemon, RestartWatch, Sample, record_result
+from .testjob import FlinkWithTestJob
+
+pytestmark = [pytest.mark.realflink, pytest.mark.slow]
+
+FAILOVERS = 2
+KILL_WITHIN_S = 0.5
+"""The last read of Flink's count before a kill is at most this old (well below E = 1 s)."""
+# Fails 3 s after every (re)start: about one restart in 4 s, so the daemon (which shows a
+# restart 2-3 s after Flink does) is caught up with Flink for a while in every cycle.
+RESTART_EVERY_MS = 3000
+
+
+def start_time_or_none(cluster: FlinkCluster, jid: str) -> int | None:
+    try:
+        return cluster.start_time(jid)
+    except (OSError, FlinkRestError):
+        return None  # no JobManager, or a leader election (503)
+
+
+def kill_when_caught_up(watch: RestartWatch, cluster: FlinkCluster) -> int:
+    """Wait until the daemon shows Flink's current count (>= 1 in this epoch), then kill the
+    JobManager within `KILL_WITHIN_S` of a read of Flink that still shows it; return it."""
+    deadline = time.monotonic() + 120
+    while True:
+        caught_up = watch.until(
+            lambda s: s.flink is not None and s.flink >= 1 and watch.caught_up(s),
+            "the daemon to catch up with Flink",
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        asked = time.monotonic()
+        try:
+            again = cluster.num_restarts(watch.jid) or 0
+        except (OSError, FlinkRestError):
+            continue
+        if again == caught_up.flink and time.monotonic() - asked < KILL_WITHIN_S:
+            cluster.kill_jobmanager()
+            return again
+        # A restart came in between (or the read was slow): the daemon must catch up again.
+
+
+def fail_over(
+    watch: RestartWatch, cluster: FlinkCluster, daemon: ProbeDaemon
+) -> tuple[int, int, Sample]:
+    """Kill the JobManager (see `kill_when_caught_up`), start a new one, and follow the daemon
+    until it counts the new epoch. Returns Flink's count at the kill, Flink's first count
+    after the failover, and the daemon's first UNKNOWN sample."""
+    start_before = cluster.start_time(watch.jid)
+    assert start_before is not None
+    killed_at = kill_when_caught_up(watch, cluster)
+    watch.credit_before += killed_at + 1
+
+    # No JobManager: the daemon shows UNKNOWN and changes nothing else.
+    unknown = watch.until(lambda s: s.flink_status == "UNKNOWN", "UNKNOWN while no JobManager runs")
+    assert unknown.state == "STARTED"
+    assert unknown.daemon == watch.credit_before - 1, watch.report()
+    assert daemon.metrics().value("flink_probe_target_up", target=TARGET) == 0
+
+    cluster.start_jobmanager(wait=False)
+    # Flink recovers the job: same id, a later start-time, numRestarts from 0.
+    watch.until(
+        lambda s: (start_time_or_none(cluster, watch.jid) or 0) > start_before,
+        "Flink to recover the job with a new start-time",
+        timeout=120,
+    )
+    first_after = cluster.wait_for_num_restarts(watch.jid)
+    assert first_after == 0
+    # The daemon takes the new epoch: the failover counts as one restart.
+    watch.until(
+        lambda s: (
+            s.flink_status in {"RUNNING", "RESTARTING"} and (s.daemon or 0) >= watch.credit_before
+        ),
+        "the daemon to count the failover",
+        timeout=60,
+    )
+    return killed_at, first_after, unknown
+
+
+def test_two_failovers_add_up_every_epoch_plus_one_per_failover(
+    flink_ha: FlinkWithTestJob, tmp_path: Path, flink_version: str
+) -> None:
+    cluster = flink_ha.cluster
+    began = time.monotonic()
+    with ProbeDaemon(tmp_path / "probe", cluster.rest_url) as daemon:
+        jid = flink_ha.submit("restart", RESTART_EVERY_MS)
+        steady = flink_ha.submit("forever")
+        watch = RestartWatch(daemon, cluster, dashed(jid), jid)
+        watch.until(lambda s: s.state == "STARTED", "the daemon to discover the job")
+        epoch_counts: list[int] = []
+        first_counts_after_failover: list[int] = []
+        unknown_during_election: list[Sample] = []
+        for _ in range(FAILOVERS):
+            killed_at, first_after, unknown = fail_over(watch, cluster, daemon)
+            epoch_counts.append(killed_at)
+            first_counts_after_failover.append(first_after)
+            unknown_during_election.append(unknown)
+
+        watch.until(
+            lambda s: s.flink is not None and s.flink >= 1 and watch.caught_up(s),
+            "a restart in the last epoch, counted",
+            timeout=120,
+        )
+        cluster.cancel(jid)
+        cluster.cancel(steady)
+        job = daemon.wait_settled(dashed(jid))
+        final_epoch = cluster.wait_for_num_restarts(jid)
+        expected = sum(epoch_counts) + FAILOVERS + final_epoch
+        assert state_of(job) == "TERMINATED"
+        assert restarts_of(job) == expected, watch.report()
+
+        steady_job = daemon.wait_settled(dashed(steady))
+        assert cluster.wait_for_num_restarts(steady) == 0
+        assert restarts_of(steady_job) == FAILOVERS
+        assert flink_status_of(steady_job) == "CANCELED"
+        assert {job["jid"] for job in cluster.jobs_overview()} >= {jid, steady}
+        daemon.terminate()
+
+    record_result(
+        f"flink-{flink_version} ha-failover x{FAILOVERS}: flink per epoch "
+        f"{[*epoch_counts, final_epoch]} (first after each failover "
+        f"{first_counts_after_failover}), expected {expected}, daemon={restarts_of(job)}; "
+        f"steady job daemon={restarts_of(steady_job)}; UNKNOWN at "
+        f"{[f'{s.at:.1f}s' for s in unknown_during_election]}; {len(watch.samples)} samples, "
+        f"{time.monotonic() - began:.1f} s"
+    )
