@@ -21,14 +21,13 @@ from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import yaml
 
 from .flinkdist import ensure_flink
 from .loopback import LOOPBACK, free_port, urlopen
-from .processes import DEFAULT_STOP_TIMEOUT_S, ManagedProcess, stop_all
+from .processes import DEFAULT_STOP_TIMEOUT_S, ManagedProcess, Service, stop_all
 from .waiting import wait_for
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ class FlinkRestError(OSError):
         self.response = response
 
 
-class FlinkCluster:
+class FlinkCluster(Service):
     """A session cluster this harness starts, restarts and stops; every process by pid."""
 
     def __init__(
@@ -115,21 +114,6 @@ class FlinkCluster:
     def stop(self, timeout: float = DEFAULT_STOP_TIMEOUT_S) -> None:
         """Stop exactly the processes this cluster started: SIGTERM, SIGKILL after `timeout`."""
         stop_all([p for p in (self.taskmanager, self.jobmanager) if p is not None], timeout)
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def config(self) -> dict[str, str | int]:
         """The keys written to config.yaml (flat `a.b.c` keys, valid for 1.20 and 2.x)."""

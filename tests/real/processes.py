@@ -14,12 +14,39 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Final
+from types import TracebackType
+from typing import Final, Self
 
 DEFAULT_STOP_TIMEOUT_S: Final = 20.0
 _KILL_TIMEOUT_S: Final = 20.0
 
 _live: set[ManagedProcess] = set()
+
+
+class Service:
+    """Something started and stopped by the harness; a context manager that stops it on exit,
+    also when starting it failed half-way."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class ManagedProcess:

@@ -12,13 +12,12 @@ import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Self
 
 import yaml
 
 from .loopback import LOOPBACK, free_port, urlopen
-from .processes import ManagedProcess
+from .processes import ManagedProcess, Service
 from .waiting import wait_for
 
 INSTALL_HINT: Final = "apt-get install -y prometheus"
@@ -52,7 +51,7 @@ def promtool_check_metrics(exposition: str) -> str:
     return completed.stdout + completed.stderr
 
 
-class Prometheus:
+class Prometheus(Service):
     """Scrapes `target` ("host:port") at `metrics_path` every second, as job `flink-probe`."""
 
     def __init__(
@@ -151,18 +150,3 @@ class Prometheus:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

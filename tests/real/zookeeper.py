@@ -11,11 +11,10 @@ from __future__ import annotations
 import shutil
 import socket
 from pathlib import Path
-from types import TracebackType
 from typing import Final, Self
 
 from .loopback import LOOPBACK, free_port
-from .processes import ManagedProcess
+from .processes import ManagedProcess, Service
 from .waiting import wait_for
 
 ZOOKEEPER_JAR: Final = Path("/usr/share/java/zookeeper.jar")
@@ -37,7 +36,7 @@ def missing_prerequisite() -> str | None:
     return None
 
 
-class ZooKeeper:
+class ZooKeeper(Service):
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port if port is not None else free_port()
@@ -107,18 +106,3 @@ class ZooKeeper:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
-
-    def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
