@@ -11,6 +11,7 @@ import sys
 from typing import Literal
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 LogFormat = Literal["json", "console", "auto"]
 
@@ -42,14 +43,30 @@ def configure(level: str = "info", fmt: LogFormat = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            # format_exc_info: a library's traceback (aiohttp's "Unhandled exception") would
+            # otherwise render as the reprs of the exc_info tuple, without the trace.
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
             foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
         )
     )
+    if numeric > logging.DEBUG:
+        handler.addFilter(_drop_malformed_request_errors)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     # aiohttp's access log would add a line per scrape; keep library chatter at warning.
     root.setLevel(max(numeric, logging.WARNING))
+
+
+def _drop_malformed_request_errors(record: logging.LogRecord) -> bool:
+    """aiohttp logs every request it cannot parse at error level with a traceback; a port
+    scanner would fill the log. The client got its 400; keep these for debug level only."""
+    if record.name == "aiohttp.server" and record.exc_info:
+        return not isinstance(record.exc_info[1], HttpProcessingError)
+    return True
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -46,7 +46,9 @@ class Target:
     health: TargetHealth = field(default_factory=TargetHealth)
     failures: int = 0
     episode: frozenset[tuple[str, str]] = frozenset()
-    """The (endpoint, reason) pairs failing in the last round: logged when they change."""
+    """The (endpoint, reason) pairs that failed since the last round without errors: each is
+    logged when it first fails, and the episode ends with the next round without errors. (A
+    failing overview hides the per-job requests' faults, so a round's own set flaps.)"""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
 
@@ -251,7 +253,7 @@ class Scheduler:
             )
         if target.episode and not now_failing:
             log.info("requests recovered", previously=sorted(f"{e}:{r}" for e, r in target.episode))
-        target.episode = now_failing
+        target.episode = target.episode | now_failing if now_failing else frozenset()
 
 
 def _offset(name: str, interval: float) -> float:

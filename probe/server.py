@@ -23,6 +23,7 @@ from ._version import __version__
 from .book import JobBook
 from .metrics import JobSeriesRenderer
 from .model import InvalidJobId, canonical_job_id
+from .openapi import OPENAPI_PATH, openapi_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -61,6 +62,7 @@ INDEX = """<!doctype html><html><head><title>flink-probe</title></head><body>
 (namespace <code>default</code>)</li>
 <li><a href="/healthz">/healthz</a>: liveness</li>
 <li><a href="/readyz">/readyz</a>: readiness</li>
+<li><a href="/api/openapi.json">/api/openapi.json</a>: the API's OpenAPI description</li>
 </ul></body></html>
 """
 
@@ -86,6 +88,7 @@ class Api:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
+        app.router.add_get(OPENAPI_PATH, self.openapi)
         app.router.add_get("/api/v1/namespaces/{namespace}/jobs", self.list_jobs)
         app.router.add_get("/api/v1/namespaces/{namespace}/jobs/{job_id}", self.get_job)
         for path in (
@@ -111,6 +114,9 @@ class Api:
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.Response(text=openapi_json(), content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
         silent = time.monotonic() - self.liveness.heartbeat()

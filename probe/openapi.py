@@ -1,0 +1,318 @@
+"""The OpenAPI 3.1 description of the daemon's HTTP API, served at ``GET /api/openapi.json``.
+
+The Job schemas are generated from the pydantic models (``Job.model_json_schema``) in
+serialization mode, so the document cannot drift from what the API sends; the rest (paths,
+health answers, the JSON error) is written here and checked against a live daemon by
+tests/test_openapi.py (schemathesis).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Final
+
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from ._version import __version__
+from .model import Job, format_rfc3339
+
+OPENAPI_PATH: Final = "/api/openapi.json"
+JOBS_PATH: Final = "/api/v1/namespaces/{namespace}/jobs"
+JOB_PATH: Final = "/api/v1/namespaces/{namespace}/jobs/{jobId}"
+WRITE_METHODS: Final = ("post", "put", "patch", "delete")
+
+_SCHEMAS: Final = "#/components/schemas/"
+
+
+class _WireJsonSchema(GenerateJsonSchema):
+    """The Job as ``Job.to_wire`` writes it: every field present (``null`` where a value is
+    absent), timestamps as RFC 3339 date-times."""
+
+    def field_is_required(
+        self,
+        field: core_schema.ModelField | core_schema.DataclassField | core_schema.TypedDictField,
+        total: bool,
+    ) -> bool:
+        return True
+
+    def ser_schema(
+        self,
+        schema: core_schema.SerSchema
+        | core_schema.IncExSeqSerSchema
+        | core_schema.IncExDictSerSchema,
+    ) -> JsonSchemaValue | None:
+        if schema.get("function") is format_rfc3339:
+            return {"type": "string", "format": "date-time"}
+        return super().ser_schema(schema)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _SCHEMAS + name}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _job_schemas() -> dict[str, Any]:
+    """The Job and every model it is made of, as components."""
+    job = Job.model_json_schema(
+        by_alias=True,
+        mode="serialization",
+        ref_template=_SCHEMAS + "{model}",
+        schema_generator=_WireJsonSchema,
+    )
+    definitions: dict[str, Any] = job.pop("$defs", {})
+    return {**definitions, "Job": job}
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "Every error answer of the API.",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "integer", "description": "the HTTP status"},
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    }
+
+
+def _health_schemas() -> dict[str, Any]:
+    return {
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {
+                "status": {"type": "string", "enum": ["ok", "stalled"]},
+                "probeLoopSilentSeconds": {
+                    "type": "number",
+                    "description": "only when stalled: seconds since the probe loop ran",
+                },
+            },
+        },
+        "Readiness": {
+            "type": "object",
+            "required": ["ready", "checks"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "checks": {
+                    "type": "object",
+                    "required": ["stateLoaded", "targetsProbed", "storeWritable"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "stateLoaded": {"type": "boolean"},
+                        "targetsProbed": {
+                            "type": "boolean",
+                            "description": "every target was probed once, answered or not",
+                        },
+                        "storeWritable": {"type": "boolean"},
+                    },
+                },
+                "storeError": {
+                    "type": "string",
+                    "description": "why the last write to the state store failed",
+                },
+            },
+        },
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(status): {"$ref": f"#/components/responses/Error{status}"} for status in statuses}
+
+
+def _error_responses() -> dict[str, Any]:
+    responses = {}
+    for status, description in (
+        (401, "credentials are missing or wrong (only when server.web_config sets users)"),
+        (404, "no such Job in this namespace, or no such path"),
+        (405, "Jobs are managed by flink-probe alone: the API is read-only"),
+    ):
+        response = _json(_ref("Error"), description)
+        if status == 405:
+            response["headers"] = {
+                "Allow": {
+                    "description": "the methods the path allows",
+                    "schema": {"type": "string"},
+                }
+            }
+        if status == 401:
+            response["headers"] = {
+                "WWW-Authenticate": {"description": "Basic", "schema": {"type": "string"}}
+            }
+        responses[f"Error{status}"] = response
+    return responses
+
+
+def _read_only(path_name: str) -> dict[str, Any]:
+    """POST, PUT, PATCH and DELETE on a Job path: always 405."""
+    return {
+        method: {
+            "operationId": f"{method}{path_name}",
+            "summary": "Refused: Jobs cannot be created, changed or deleted through the API",
+            "tags": ["jobs"],
+            "responses": _errors(401, 405),
+        }
+        for method in WRITE_METHODS
+    }
+
+
+def _paths() -> dict[str, Any]:
+    namespace = {"$ref": "#/components/parameters/namespace"}
+    job_id = {"$ref": "#/components/parameters/jobId"}
+    text = {"schema": {"type": "string"}}
+    return {
+        "/": {
+            "get": {
+                "operationId": "index",
+                "summary": "A page with links",
+                "security": [],
+                "responses": {"200": {"description": "HTML", "content": {"text/html": text}}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics",
+                "description": "Prometheus text format; OpenMetrics when the Accept header asks"
+                " for application/openmetrics-text; gzip when accepted. Values are a cache of"
+                " the probe loop, not fetched at scrape time.",
+                "tags": ["metrics"],
+                "responses": {
+                    "200": {
+                        "description": "the metrics",
+                        "content": {"text/plain": text, "application/openmetrics-text": text},
+                    },
+                    **_errors(401),
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "operationId": "healthz",
+                "summary": "Liveness: the probe loop runs",
+                "security": [],
+                "tags": ["health"],
+                "responses": {
+                    "200": _json(_ref("Health"), "the probe loop runs"),
+                    "503": _json(_ref("Health"), "the probe loop was silent for 5 intervals"),
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "operationId": "readyz",
+                "summary": "Readiness: state loaded, every target probed once, store writable",
+                "security": [],
+                "tags": ["health"],
+                "responses": {
+                    "200": _json(_ref("Readiness"), "ready"),
+                    "503": _json(_ref("Readiness"), "not ready: the failing checks are false"),
+                },
+            }
+        },
+        OPENAPI_PATH: {
+            "get": {
+                "operationId": "openapi",
+                "summary": "This document",
+                "responses": {
+                    "200": _json({"type": "object"}, "the OpenAPI document"),
+                    **_errors(401),
+                },
+            }
+        },
+        JOBS_PATH: {
+            "parameters": [namespace],
+            "get": {
+                "operationId": "listJobs",
+                "summary": "Every Job of the namespace, history (final Jobs) included",
+                "tags": ["jobs"],
+                "responses": {"200": _json(_ref("JobList"), "the Jobs"), **_errors(401, 404)},
+            },
+            **_read_only("Jobs"),
+        },
+        JOB_PATH: {
+            "parameters": [namespace, job_id],
+            "get": {
+                "operationId": "getJob",
+                "summary": "One Job",
+                "tags": ["jobs"],
+                "responses": {"200": _json(_ref("Job"), "the Job"), **_errors(401, 404)},
+            },
+            **_read_only("Job"),
+        },
+    }
+
+
+def _document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "flink-probe",
+            "version": __version__,
+            "description": "Apache Flink jobs as Ververica Platform Job resources (read-only),"
+            " Prometheus metrics and health checks.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "servers": [{"url": "/"}],
+        # Basic auth applies only when server.web_config sets basic_auth_users.
+        "security": [{}, {"basicAuth": []}],
+        "paths": _paths(),
+        "components": {
+            "securitySchemes": {"basicAuth": {"type": "http", "scheme": "basic"}},
+            "parameters": {
+                "namespace": {
+                    "name": "namespace",
+                    "in": "path",
+                    "required": True,
+                    "description": "the Jobs' metadata.namespace",
+                    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+                },
+                "jobId": {
+                    "name": "jobId",
+                    "in": "path",
+                    "required": True,
+                    "description": "metadata.id: a UUID, dashed or as 32 hex digits",
+                    "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
+                },
+            },
+            "responses": _error_responses(),
+            "schemas": {
+                **_job_schemas(),
+                "JobList": {
+                    "type": "object",
+                    "required": ["kind", "items"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "kind": {"const": "JobList"},
+                        "items": {"type": "array", "items": _ref("Job")},
+                    },
+                },
+                "Error": _error_schema(),
+                **_health_schemas(),
+            },
+        },
+    }
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The document (built once; treat it as read-only)."""
+    return _document()
+
+
+@functools.cache
+def openapi_json() -> str:
+    """The document as JSON text, as served."""
+    return json.dumps(openapi_document(), separators=(",", ":"))
