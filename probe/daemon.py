@@ -95,7 +95,6 @@ class Daemon:
             connector=connector, headers={"User-Agent": f"flink-probe/{__version__}"}
         ) as session:
             self._session = session
-            self._global_limit = anyio.CapacityLimiter(config.probe.concurrency)
             targets = [self._target(t) for t in config.targets]
             scheduler = Scheduler(
                 book,
@@ -245,12 +244,10 @@ class Daemon:
             server_name=target.server_name,
             auth=target.credentials(),
         )
-        own_limit = anyio.CapacityLimiter(probe.per_target_concurrency)
         prober = Prober(
             client,
             TargetLags(target.overview_max_age, target.metrics_max_age, probe.interval),
-            own_limit,
-            self._global_limit,
+            probe.per_target_concurrency,
             self.clock,
         )
         return Target(

@@ -198,7 +198,7 @@ class Job(_Wire):
 
     @property
     def flink_job_id(self) -> str:
-        return flink_job_id(self.metadata.id)
+        return self.metadata.id.replace("-", "")  # the id is validated canonical
 
     @property
     def target(self) -> str:

@@ -52,14 +52,15 @@ class Prober:
         self,
         client: FlinkClient,
         lags: TargetLags,
-        target_limit: anyio.CapacityLimiter,
-        global_limit: anyio.CapacityLimiter,
+        concurrency: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
         self.lags = lags
-        self._target_limit = target_limit
-        self._global_limit = global_limit
+        # Requests in flight to this target: one worker each. The global bound is the shared
+        # connector's connection limit (a task or a limiter per request cost more than the
+        # request itself at thousands of Jobs).
+        self._concurrency = concurrency
         self._clock = clock
         # Flink's metric fetcher refreshes when asked: a value is as old as the time since the
         # previous request plus its update interval. Unknown after start-up, hence infinite.
@@ -90,16 +91,16 @@ class Prober:
             else max(0.0, sent - self._previous_metrics_round - self.lags.interval)
         )
         self._previous_metrics_round = sent
+        queue = iter(records)  # shared by the workers: each record is taken once
+
+        async def worker() -> None:
+            for record in queue:
+                entry = by_jid.get(record.job.flink_job_id)
+                await self._probe_job(result, record, entry, result.overview_sent, metrics_gap)
+
         async with anyio.create_task_group() as tg:
-            for record in records:
-                tg.start_soon(
-                    self._probe_job,
-                    result,
-                    record,
-                    by_jid.get(record.job.flink_job_id),
-                    result.overview_sent,
-                    metrics_gap,
-                )
+            for _ in range(min(self._concurrency, len(records))):
+                tg.start_soon(worker)
 
     async def _probe_job(
         self,
@@ -114,7 +115,7 @@ class Prober:
         if entry is None:
             status_sent = self._clock()
             try:
-                entry = await self._call(result, lambda: self.client.job_details(fid))
+                entry = await self._call(result, self.client.job_details, fid)
             except FlinkError as error:
                 result.errors.append(("details", error))
                 presence = Presence.UNCONFIRMED
@@ -127,14 +128,14 @@ class Prober:
         raw: int | None = None
         metrics_sent = self._clock()
         try:
-            raw = await self._call(result, lambda: self.client.num_restarts(fid))
+            raw = await self._call(result, self.client.num_restarts, fid)
         except FlinkError as error:
             result.errors.append(("metrics", error))
 
         message: str | None = None
         if entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final:
             try:
-                message = await self._call(result, lambda: self.client.newest_exception(fid))
+                message = await self._call(result, self.client.newest_exception, fid)
             except FlinkError as error:
                 result.errors.append(("exceptions", error))
 
@@ -150,9 +151,8 @@ class Prober:
             failure_message=message,
         )
 
-    async def _call(self, result: RoundResult, request: Callable[[], Awaitable[T]]) -> T:
-        # The target's own limit first, then the global one: a target queueing behind its
-        # own limit must not hold a global slot that another target could use.
-        async with self._target_limit, self._global_limit:
-            result.requests += 1
-            return await request()
+    async def _call(
+        self, result: RoundResult, request: Callable[..., Awaitable[T]], *args: str
+    ) -> T:
+        result.requests += 1
+        return await request(*args)

@@ -30,6 +30,8 @@ log = get_logger("flink_probe.scheduler")
 
 # An unreachable target is retried after interval * 2**(failures - 1), at most this many intervals.
 MAX_BACKOFF_INTERVALS = 4
+# First rounds are spread over this many seconds (or the interval, if shorter).
+FIRST_ROUND_SPREAD = 1.0
 
 
 @dataclass(slots=True)
@@ -128,7 +130,10 @@ class Scheduler:
 
     async def _loop(self, target: Target) -> None:
         start = time.monotonic()
-        due = start + _offset(target.name, self.interval)
+        grid = start + _offset(target.name, self.interval)
+        # The first round comes within a second, so the daemon is ready (every target probed
+        # once) soon after start; later rounds keep to the target's place in the interval.
+        due = start + _offset(target.name, min(self.interval, FIRST_ROUND_SPREAD))
         while not self._stopping.is_set():
             with anyio.move_on_after(max(0.0, due - time.monotonic())):
                 await self._stopping.wait()
@@ -145,12 +150,16 @@ class Scheduler:
                 target.failures += 1
                 backoff = min(2 ** (target.failures - 1), MAX_BACKOFF_INTERVALS)
                 earliest = due + backoff * self.interval
-            now = time.monotonic()
             # Stay on the grid; rounds whose time passed while this one ran are skipped.
-            due = max(earliest, due + math.ceil((now - due) / self.interval) * self.interval)
-            skipped = round((due - earliest) / self.interval)
+            planned = self._grid_point(grid, earliest)
+            due = self._grid_point(grid, max(planned, time.monotonic()))
+            skipped = round((due - planned) / self.interval)
             if skipped > 0:
                 self.metrics.rounds_skipped.labels(target.name).inc(skipped)
+
+    def _grid_point(self, grid: float, at_or_after: float) -> float:
+        """The first time of the target's grid (``grid + k * interval``) not before a time."""
+        return grid + max(0, math.ceil((at_or_after - grid) / self.interval)) * self.interval
 
     async def probe_round(self, target: Target) -> None:
         """One round for one target: request, fold, hand to the book."""
@@ -158,6 +167,7 @@ class Scheduler:
         result = RoundResult()
         with structlog.contextvars.bound_contextvars(target=target.name):
             await target.prober.overview(result)
+            self._mark_probed(target)
             records = [
                 record
                 for record in self.book.probing(target.name)
@@ -220,7 +230,7 @@ class Scheduler:
     def _account(self, target: Target, result: RoundResult, seconds: float, jobs: int) -> None:
         up = result.overview is not None
         health = target.health
-        health.up, health.probed, health.jobs = up, True, jobs
+        health.up, health.jobs = up, jobs
         health.last_probe_at = self._clock()
         health.last_error = None if up else str(result.overview_error)
         self.metrics.probes.labels(target.name, "success" if up else "failure").inc()
@@ -229,8 +239,6 @@ class Scheduler:
         for endpoint, error in result.errors:
             self.metrics.request_errors.labels(target.name, endpoint, error.kind.value).inc()
         self._log_episode(target, result.errors)
-        if self.all_probed:
-            self.first_round_done.set()
         log.debug(
             "probe round",
             up=up,
@@ -239,6 +247,13 @@ class Scheduler:
             errors=len(result.errors),
             seconds=round(seconds, 4),
         )
+
+    def _mark_probed(self, target: Target) -> None:
+        """A target counts as probed once its overview answered (or failed): /readyz and
+        READY=1 need not wait for every Job's requests."""
+        target.health.probed = True
+        if self.all_probed:
+            self.first_round_done.set()
 
     def _log_episode(self, target: Target, errors: list[tuple[str, FlinkError]]) -> None:
         """Log a fault once when it starts and once when it ends, not on every round."""
