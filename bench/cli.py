@@ -1,0 +1,230 @@
+"""``python -m bench``: the command line.
+
+Full run (about 8 minutes): 1,000 and 10,000 STARTED jobs over 100 targets at a 10 s interval,
+5 intervals per window, a py-spy profile at 10k, start-up from a store of 10k Jobs.
+``--quick`` (CI smoke test, well under a minute): 200 jobs over 10 targets at 1 s, 3 intervals.
+Exit code 0 once every scenario ran, whatever the figures; 1 if something could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import code, report
+from .machine import Machine, pick_cores
+from .run import Options, Scenario, ScenarioRun
+from .tier import ServerKind, nginx_binary
+
+FULL = (
+    Scenario(
+        "1k",
+        targets=100,
+        jobs=1_000,
+        interval=10.0,
+        intervals=5,
+        startup=False,
+        profile=False,
+        floor_requests=20_000,
+        renders=5,
+    ),
+    Scenario(
+        "10k",
+        targets=100,
+        jobs=10_000,
+        interval=10.0,
+        intervals=5,
+        startup=True,
+        profile=True,
+        floor_requests=30_000,
+        renders=5,
+    ),
+)
+QUICK = (
+    Scenario(
+        "quick",
+        targets=10,
+        jobs=200,
+        interval=1.0,
+        intervals=3,
+        startup=True,
+        profile=False,
+        floor_requests=2_000,
+        renders=3,
+        floor_repeats=2,
+        metrics_max_age=2.0,
+    ),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description="Measure flink-probe against the floor."
+    )
+    parser.add_argument("--quick", action="store_true", help="the CI smoke test (< 60 s)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
+    parser.add_argument("--jobs", type=int, help="one custom scenario with this many jobs")
+    parser.add_argument("--targets", type=int, default=100, help="targets of --jobs (100)")
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds, for --jobs (10)")
+    parser.add_argument("--intervals", type=int, help="intervals per measured window")
+    parser.add_argument(
+        "--server",
+        choices=("auto", "nginx", "python"),
+        default="auto",
+        help="what serves the fake Flink tier (auto: nginx if installed)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("discover", "static"),
+        default="discover",
+        help="Jobs discovered from the overview (default) or declared in `jobs:`",
+    )
+    parser.add_argument("--uvloop", action="store_true", help="run the daemon on uvloop")
+    parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
+    parser.add_argument("--profile-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--scrape-period", type=float, help="seconds between scrapes (default: the interval)"
+    )
+    parser.add_argument(
+        "--nice", type=int, default=0,
+        help="niceness added to the tier, floor and daemon (e.g. -10 on a shared machine)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--code", metavar="REV",
+        help="measure probe/ as of this commit (git archive) instead of the working tree",
+    )  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return parser
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    if args.jobs:
+        chosen = [
+            Scenario(
+                f"{args.jobs}",
+                targets=args.targets,
+                jobs=args.jobs,
+                interval=args.interval,
+                intervals=5,
+                startup=True,
+                profile=True,
+                floor_requests=20_000,
+                renders=5,
+            )
+        ]
+    else:
+        chosen = list(QUICK if args.quick else FULL)
+    if args.intervals:
+        chosen = [replace(s, intervals=args.intervals) for s in chosen]
+    if args.no_profile:
+        chosen = [replace(s, profile=False) for s in chosen]
+    return chosen
+
+
+def _server(choice: str, say: Callable[[str], None]) -> ServerKind:
+    if choice == "python":
+        return "python"
+    if nginx_binary() is not None:
+        return "nginx"
+    if choice == "nginx":
+        raise SystemExit("bench: nginx is not installed (apt-get install nginx-light)")
+    say("bench: nginx is not installed: the fake Flink tier is bench.leanserver (Python) instead")
+    return "python"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    tier_cpu, daemon_cpu = pick_cores()
+    if tier_cpu is not None:
+        # The bench itself (mostly asleep) shares the tier's core, never the daemon's.
+        os.sched_setaffinity(0, {tier_cpu})
+    else:
+        say("bench: a single core: nothing is pinned, figures include the tier's own CPU")
+    uvloop_available = importlib.util.find_spec("uvloop") is not None
+    if args.uvloop and not uvloop_available:
+        raise SystemExit("bench: --uvloop needs uvloop (pip install uvloop)")
+    workdir = Path(tempfile.mkdtemp(prefix="flink-probe-bench-"))
+    workdir.chmod(0o755)  # nginx's worker reads the files below it
+    code_dir = code.extract(args.code, workdir / "code") if args.code else None
+    options = Options(
+        server=_server(args.server, say),
+        source=args.source,
+        uvloop=args.uvloop,
+        floor_uvloop=uvloop_available,
+        tier_cpu=tier_cpu,
+        daemon_cpu=daemon_cpu,
+        profile_seconds=args.profile_seconds,
+        scrape_period=args.scrape_period,
+        nice=args.nice,
+        code=code_dir,
+    )
+    machine = Machine.describe()
+    began = time.monotonic()
+    header: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": asdict(machine),
+        "server": options.server,
+        "source": options.source,
+        "event_loop": "uvloop" if options.uvloop else "asyncio",
+        "cores": {"tier_and_bench": tier_cpu, "daemon_and_floor": daemon_cpu},
+        "nice": options.nice,
+        "code": code.describe(args.code, code_dir),
+    }
+    results: list[dict[str, Any]] = []
+    try:
+        for scenario in scenarios(args):
+            directory = workdir / scenario.name
+            directory.mkdir()
+            run = ScenarioRun(scenario, options, directory, say)
+            results.append(asyncio.run(run.run()))
+    except (RuntimeError, OSError) as exc:
+        say(f"bench: failed: {exc}")
+        say(f"bench: files kept in {workdir}")
+        return 1
+    finally:
+        if not args.keep and results and len(results) == len(scenarios(args)):
+            shutil.rmtree(workdir, ignore_errors=True)
+    header["seconds"] = round(time.monotonic() - began, 1)
+    print(_describe(header))
+    print(report.table(results))
+    profiles = report.profiles(results)
+    if profiles:
+        print(profiles)
+    if args.json:
+        args.json.write_text(json.dumps({**header, "results": results}, indent=1))
+    if args.keep:
+        say(f"bench: files kept in {workdir}")
+    return 0
+
+
+def _describe(header: dict[str, Any]) -> str:
+    machine = header["machine"]
+    return (
+        f"flink-probe benchmark, {header['date']}, {header['seconds']} s\n"
+        f"machine: {machine['cpus']} x {machine['cpu_model']}, Python {machine['python']}, "
+        f"Linux {machine['kernel']}\n"
+        f"fake Flink tier: {header['server']}; Jobs: {header['source']}; daemon event loop: "
+        f"{header['event_loop']}; cores: tier+bench {header['cores']['tier_and_bench']}, "
+        f"daemon+floor {header['cores']['daemon_and_floor']}\n"
+        f"code: {header['code']['source']}, commit {header['code']['commit']}, probe/ digest "
+        f"{header['code']['probe_digest']}, changed since the commit: "
+        f"{', '.join(header['code']['probe_changed_since']) or 'none'}"
+        f"\nnice: {header['nice']}; command: {header['command']}"
+    )

@@ -1,0 +1,278 @@
+"""The figures as a readable table (one column per scenario) and the profiles as lists."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+Result = Mapping[str, Any]
+
+
+def _get(result: Result, path: str) -> Any:
+    value: Any = result
+    for key in path.split("."):
+        if isinstance(value, Mapping) and key in value:
+            value = value[key]
+        elif isinstance(value, list | tuple) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return None
+    return value
+
+
+def _num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value * 100:.1f} %"
+
+
+def _of(done: str, due: str) -> Callable[[Result], str]:
+    return lambda r: f"{_num(_get(r, done))} / {_num(_get(r, due))}"
+
+
+def _spread(path: str) -> Callable[[Result], str]:
+    return lambda r: " / ".join(_num(_get(r, f"{path}.{k}")) for k in ("p50", "p99", "max"))
+
+
+def _field(path: str, digits: int = 1) -> Callable[[Result], str]:
+    return lambda r: _num(_get(r, path), digits)
+
+
+def _mib(path: str) -> Callable[[Result], str]:
+    return lambda r: _num(None if _get(r, path) is None else _get(r, path) / 2**20, 2)
+
+
+def _rss_per_job(results: Sequence[Result]) -> dict[int, str]:
+    """Per column: (RSS - RSS of the smallest scenario) / extra Jobs; the smallest: RSS / Jobs."""
+    figures = [(_get(r, "scenario.jobs"), _get(r, "memory.rss_probing_mib")) for r in results]
+    known = [(jobs, rss) for jobs, rss in figures if jobs and rss]
+    out: dict[int, str] = {}
+    if not known:
+        return out
+    base_jobs, base_rss = min(known)
+    for index, (jobs, rss) in enumerate(figures):
+        if not jobs or not rss:
+            continue
+        if jobs > base_jobs:
+            out[index] = f"{(rss - base_rss) * 1024 / (jobs - base_jobs):.1f} (marginal)"
+        else:
+            out[index] = f"{rss * 1024 / jobs:.1f} (RSS / jobs)"
+    return out
+
+
+ROWS: list[tuple[str, str, Callable[[Result], str]]] = [
+    (
+        "targets / jobs / interval (s)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'scenario.targets'))} / "
+            f"{_num(_get(r, 'scenario.jobs'))} / {_num(_get(r, 'scenario.interval'), 0)}"
+        ),
+    ),
+    ("probe/ digest at daemon start", "", _field("probe_digest")),
+    (
+        "load average 1 min (start -> end)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'load_average.start.0'), 2)} -> "
+            f"{_num(_get(r, 'load_average.end.0'), 2)}"
+        ),
+    ),
+    ("floor: CPU per request, asyncio (us)", "", _field("floor.asyncio.cpu_us_per_request")),
+    ("floor: CPU per request, uvloop (us)", "", _field("floor.uvloop.cpu_us_per_request")),
+    ("warm-up: all Jobs STARTED after (s)", "", _field("warmup.all_started_after_s")),
+    ("warm-up: counts credited after (s)", "", _field("warmup.counts_credited_after_s")),
+    ("# STEADY: probing, nothing scrapes", "", lambda r: ""),
+    ("window (s)", "", _field("steady.window_s")),
+    ("rounds done / due", "all", _of("steady.rounds_done", "steady.rounds_due")),
+    ("job probes done / due", "all", _of("steady.job_probes_done", "steady.job_probes_due")),
+    (
+        "jobs not probed within 1.5 intervals",
+        "0",
+        _field("steady.jobs_not_probed_within_1_5_intervals"),
+    ),
+    ("rounds skipped", "0", _field("steady.rounds_skipped")),
+    ("lag p50 / p99 / max (ms, from logs)", "p99 <= 250", _spread("steady.lag_ms")),
+    (
+        "lag p50 / p99 (ms, histogram buckets)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'steady.lag_histogram_ms.p50'))} / "
+            f"{_num(_get(r, 'steady.lag_histogram_ms.p99'))}"
+        ),
+    ),
+    (
+        "lag mean: logs / histogram (ms)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'steady.lag_ms.mean'), 2)} / "
+            f"{_num(_get(r, 'steady.lag_histogram_ms.mean'), 2)}"
+        ),
+    ),
+    ("round duration p50 / p99 / max (ms)", "", _spread("steady.round_ms")),
+    (
+        "daemon CPU, share of one core",
+        "<= 25 %",
+        lambda r: _pct(_get(r, "steady.cpu_share_of_core")),
+    ),
+    (
+        "daemon's core busy, all processes",
+        "",
+        lambda r: _pct(_get(r, "steady.core_busy_share_all_processes")),
+    ),
+    (
+        "daemon waiting for a CPU (run queue)",
+        "",
+        lambda r: _pct(_get(r, "steady.daemon_waiting_for_cpu_share")),
+    ),
+    (
+        "nginx waiting for a CPU (run queue)",
+        "",
+        lambda r: _pct(_get(r, "steady.tier_waiting_for_cpu_share")),
+    ),
+    ("requests per probe", "", _field("steady.requests_per_probe", 3)),
+    ("daemon CPU per probe (us)", "", _field("steady.cpu_us_per_probe")),
+    ("floor per probe (us)", "", _field("steady.floor_us_per_probe")),
+    ("CPU per probe / floor", "<= 1.5", _field("steady.ratio_to_floor", 2)),
+    ("store commits / s", "", _field("steady.store_commits_per_s", 2)),
+    ("store jobs written / s", "", _field("steady.store_jobs_written_per_s")),
+    ("store commit p50 / p99 / max (ms)", "", _spread("steady.commit_ms")),
+    ("RSS while probing, never scraped (MiB)", "<= 150", _field("memory.rss_probing_mib")),
+    ("peak RSS, VmHWM at end (MiB)", "<= 150", _field("memory.peak_mib")),
+    ("# /metrics: rendered back to back", "", lambda r: ""),
+    ("samples", "", _field("render.samples")),
+    (
+        "/metrics plain p50 / max (ms)",
+        "<= 250",
+        lambda r: (
+            f"{_num(_get(r, 'render.plain.seconds.p50'))} / "
+            f"{_num(_get(r, 'render.plain.seconds.max'))}"
+        ),
+    ),
+    ("/metrics plain size (MiB)", "", _mib("render.plain.bytes")),
+    (
+        "/metrics gzip p50 / max (ms)",
+        "<= 250",
+        lambda r: (
+            f"{_num(_get(r, 'render.gzip.seconds.p50'))} / "
+            f"{_num(_get(r, 'render.gzip.seconds.max'))}"
+        ),
+    ),
+    ("/metrics gzip size (MiB)", "", _mib("render.gzip.bytes")),
+    (
+        "daemon CPU per scrape plain / gzip (ms)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'render.plain.daemon_cpu_ms_per_scrape'))} / "
+            f"{_num(_get(r, 'render.gzip.daemon_cpu_ms_per_scrape'))}"
+        ),
+    ),
+    ("# SCRAPED: probing while /metrics is scraped", "", lambda r: ""),
+    ("/metrics (gzip) scraped every (s)", "", _field("scraped.scrape_period_s")),
+    (
+        "scrapes done, duration p50 / p99 (ms)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'scraped.scrapes'))}, {_num(_get(r, 'scraped.scrape_ms.p50'))}"
+            f" / {_num(_get(r, 'scraped.scrape_ms.p99'))}"
+        ),
+    ),
+    ("rounds done / due", "all", _of("scraped.rounds_done", "scraped.rounds_due")),
+    ("job probes done / due", "all", _of("scraped.job_probes_done", "scraped.job_probes_due")),
+    (
+        "lag p50/p99/max, due during a scrape (ms)",
+        "",
+        _spread("scraped.lag_ms_due_during_a_scrape"),
+    ),
+    (
+        "lag p50/p99/max, due outside scrapes (ms)",
+        "",
+        _spread("scraped.lag_ms_due_outside_scrapes"),
+    ),
+    ("daemon CPU while scraped", "", lambda r: _pct(_get(r, "scraped.cpu_share_of_core"))),
+    (
+        "daemon waiting for a CPU while scraped",
+        "",
+        lambda r: _pct(_get(r, "scraped.daemon_waiting_for_cpu_share")),
+    ),
+    ("# START-UP: restarted on the state file", "", lambda r: ""),
+    ("Jobs in the store", "", _field("startup.jobs_in_store")),
+    ("/healthz 200 after (s)", "", _field("startup.healthz_s", 3)),
+    ("first API answer after (s)", "", _field("startup.first_api_answer_s", 3)),
+    ("/readyz 200 after (s)", "<= 2", _field("startup.readyz_s", 3)),
+    (
+        "log 'starting' / 'state loaded' / 'listening' (s)",
+        "",
+        lambda r: (
+            f"{_num(_get(r, 'startup.log_starting_s'), 3)} / "
+            f"{_num(_get(r, 'startup.log_state_loaded_s'), 3)} / "
+            f"{_num(_get(r, 'startup.log_listening_s'), 3)}"
+        ),
+    ),
+    ("first probe round began at (s)", "", _field("startup.first_round_began_s", 3)),
+    ("log 'ready' at (s)", "", _field("startup.log_ready_s", 3)),
+    ("daemon CPU used until ready (s)", "", _field("startup.daemon_cpu_s_at_ready", 3)),
+    ("RSS after ready (MiB)", "", _field("startup.rss_after_ready_mib")),
+    (
+        "shutdown on SIGTERM (s, exit code)",
+        "",
+        lambda r: f"{_num(_get(r, 'shutdown.seconds'), 2)}, {_num(_get(r, 'shutdown.exit_code'))}",
+    ),
+]
+
+
+def table(results: Sequence[Result]) -> str:
+    names = [str(_get(r, "scenario.name")) for r in results]
+    per_job = _rss_per_job(results)
+    rows = [("", "goal", *names)]
+    for label, goal, cell in ROWS:
+        rows.append((label, goal, *(cell(r) for r in results)))
+        if label.startswith("RSS while probing"):
+            rows.append(
+                ("RSS per job (KiB)", "", *(per_job.get(i, "-") for i in range(len(results))))
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        if row[0].startswith("#"):
+            lines.append("")
+        lines.append(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+    return "\n".join(lines)
+
+
+def profiles(results: Sequence[Result], top: int = 15) -> str:
+    lines = []
+    for result in results:
+        profile = _get(result, "profile")
+        if not isinstance(profile, Mapping):
+            continue
+        for phase, summary in profile.items():
+            lines.append(f"\nprofile [{_get(result, 'scenario.name')}] {phase}")
+            if not isinstance(summary, Mapping):
+                lines.append(f"  {summary}")
+                continue
+            lines.append(f"  samples: {summary['samples']}")
+            for title, key, filter_ in (
+                ("self time by package", "by_package", None),
+                ("self time by function", "self", None),
+                ("inclusive time, flink-probe functions", "inclusive_probe", None),
+            ):
+                lines.append(f"  {title}:")
+                entries = [e for e in summary[key] if filter_ is None or filter_ in e[0]]
+                lines.extend(f"    {share:5.1f} %  {name}" for name, share in entries[:top])
+    return "\n".join(lines)
