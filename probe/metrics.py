@@ -8,9 +8,8 @@ only continuous probing can give; a scrape-time fetch would miss the ones betwee
 from __future__ import annotations
 
 import platform
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -206,37 +205,29 @@ class JobSeriesRenderer:
         self._retention = retention
         self._clock = clock
         self._cache: dict[str, _JobText] = {}
-        self._lock = threading.Lock()
 
     def render(self, openmetrics: bool = False) -> str:
-        with self._lock:
-            return self._render(openmetrics)
+        return "".join(self.chunks(openmetrics))
 
-    def _render(self, openmetrics: bool) -> str:
+    def chunks(self, openmetrics: bool = False, jobs_per_chunk: int = 256) -> Iterator[str]:
+        """The text in pieces of a few hundred Jobs, family after family: a server can send
+        each before the next is made, so a scrape of 10,000 Jobs (about 40 MiB) never holds
+        the whole body and gives the event loop a turn between pieces."""
         now = self._clock()
-        restarts: list[str] = [RESTARTS.header(openmetrics)]
-        status: list[str] = [STATUS.header(openmetrics)]
-        state: list[str] = [STATE.header(openmetrics)]
-        last_probe: list[str] = [LAST_PROBE.header(openmetrics)]
-        seen = set()
-        for record in list(self._book.exposed.values()):
-            if not self._shown(record, now):
-                continue
-            text = self._text(record)
-            seen.add(record.job.id)
-            state.append(text.state_lines)
-            plain = "{" + text.labels[0] + "," + text.labels[1] + "}"
-            if record.last_probe_at is not None:
-                last_probe.append(f"{LAST_PROBE.name}{plain} {float(record.last_probe_at)!r}\n")
-            started = record.job.status.started
-            if started is not None:
-                status.append(text.status_lines)
-                restarts.append(
-                    f"{RESTARTS.name}_total{plain} {float(started.observed_flink_job_restarts)!r}\n"
-                )
-        for gone in self._cache.keys() - seen:
+        shown = [r for r in list(self._book.exposed.values()) if self._shown(r, now)]
+        texts = [self._text(record) for record in shown]
+        for gone in self._cache.keys() - {record.job.id for record in shown}:
             del self._cache[gone]
-        return "".join(restarts + status + state + last_probe)
+        for family, line in (
+            (RESTARTS, _restarts_line),
+            (STATUS, _status_lines),
+            (STATE, _state_lines),
+            (LAST_PROBE, _last_probe_line),
+        ):
+            yield family.header(openmetrics)
+            for start in range(0, len(shown), jobs_per_chunk):
+                end = start + jobs_per_chunk
+                yield "".join(map(line, shown[start:end], texts[start:end]))
 
     def _text(self, record: JobRecord) -> _JobText:
         job = record.job
@@ -269,6 +260,31 @@ class JobSeriesRenderer:
         """Final Jobs stay in /metrics for the retention period after they ended."""
         ended = record.job.metadata.terminated_at
         return ended is None or now - ended.timestamp() <= self._retention
+
+
+def _plain(text: _JobText) -> str:
+    return "{" + text.labels[0] + "," + text.labels[1] + "}"
+
+
+def _restarts_line(record: JobRecord, text: _JobText) -> str:
+    started = record.job.status.started
+    if started is None:
+        return ""
+    return f"{RESTARTS.name}_total{_plain(text)} {float(started.observed_flink_job_restarts)!r}\n"
+
+
+def _status_lines(record: JobRecord, text: _JobText) -> str:
+    return text.status_lines if record.job.status.started is not None else ""
+
+
+def _state_lines(record: JobRecord, text: _JobText) -> str:
+    return text.state_lines
+
+
+def _last_probe_line(record: JobRecord, text: _JobText) -> str:
+    if record.last_probe_at is None:
+        return ""
+    return f"{LAST_PROBE.name}{_plain(text)} {float(record.last_probe_at)!r}\n"
 
 
 def _enum_lines(

@@ -7,14 +7,14 @@ when it accepts it) in a worker thread so a large scrape does not stall the prob
 
 from __future__ import annotations
 
-import gzip
+import itertools
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import anyio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
@@ -103,21 +103,37 @@ class Api:
     async def index(self, request: web.Request) -> web.Response:
         return web.Response(text=INDEX.format(version=__version__), content_type="text/html")
 
-    async def metrics(self, request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        """Streamed piece by piece in the event loop: at 10,000 Jobs the body is ~40 MiB, and
+        building it whole (or in a thread, fighting the loop for the GIL) cost memory and
+        probe lag; each piece is a few ms of work, then the loop serves others."""
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         openmetrics = content_type.startswith("application/openmetrics-text")
-        gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-
-        def render() -> bytes:
-            # The per-Job families first: OpenMetrics ends with the registry's "# EOF".
-            body = self.job_series.render(openmetrics).encode() + encoder(self.registry)
-            # Level 1: metric text compresses ~17x even so, at a quarter of the default's CPU.
-            return gzip.compress(body, compresslevel=1, mtime=0) if gzipped else body
-
-        headers = {"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
-        if gzipped:
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=await anyio.to_thread.run_sync(render), headers=headers)
+        # Level 1: metric text still compresses ~14x, at a quarter of the default's CPU.
+        compressor = (
+            zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # 16+: gzip framing
+            if "gzip" in request.headers.get("Accept-Encoding", "")
+            else None
+        )
+        response = web.StreamResponse(
+            headers={"Content-Type": content_type, "Vary": "Accept, Accept-Encoding"}
+        )
+        if compressor is not None:
+            response.headers["Content-Encoding"] = "gzip"
+        await response.prepare(request)
+        # The per-Job families first: OpenMetrics ends with the registry's "# EOF".
+        pieces = itertools.chain(
+            (piece.encode() for piece in self.job_series.chunks(openmetrics)),
+            [encoder(self.registry)],
+        )
+        for piece in pieces:
+            data = compressor.compress(piece) if compressor is not None else piece
+            if data:
+                await response.write(data)
+        if compressor is not None:
+            await response.write(compressor.flush())
+        await response.write_eof()
+        return response
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(text=openapi_json(), content_type="application/json")
