@@ -142,7 +142,7 @@ class Scheduler:
             began = time.monotonic()
             self.heartbeat = began
             self.metrics.scheduler_lag.observe(began - due)
-            await self.probe_round(target)
+            await self.probe_round(target, first=not target.health.probed)
             if target.health.up:
                 target.failures = 0
                 earliest = due + self.interval
@@ -161,13 +161,19 @@ class Scheduler:
         """The first time of the target's grid (``grid + k * interval``) not before a time."""
         return grid + max(0, math.ceil((at_or_after - grid) / self.interval)) * self.interval
 
-    async def probe_round(self, target: Target) -> None:
+    async def probe_round(self, target: Target, first: bool = False) -> None:
         """One round for one target: request, fold, hand to the book."""
         began = time.monotonic()
         result = RoundResult()
         with structlog.contextvars.bound_contextvars(target=target.name):
             await target.prober.overview(result)
             self._mark_probed(target)
+            if first:
+                # Every target's first overview goes before any Job's requests: at thousands
+                # of Jobs those would queue the later overviews behind them, and readiness
+                # waits for every overview. Bounded, so a hanging target holds no one long.
+                with anyio.move_on_after(FIRST_ROUND_SPREAD + 1):
+                    await self.first_round_done.wait()
             records = [
                 record
                 for record in self.book.probing(target.name)
