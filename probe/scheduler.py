@@ -208,6 +208,9 @@ class Scheduler:
             )
             log.info("job discovered", job_id=job_id, flink_job_name=entry.name, flink=entry.state)
             found.append(JobRecord(job))
+        # Claim the ids now: another target's round (two targets may show the same cluster)
+        # must not discover them again while this round is still probing them.
+        self.book.put(found)
         return found
 
     def _fold(self, target: Target, record: JobRecord, result: RoundResult) -> JobRecord:

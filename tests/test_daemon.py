@@ -31,6 +31,7 @@ from daemon_harness import (
     state_of,
     static_job,
     target,
+    wait_for,
     wait_until,
 )
 
@@ -137,6 +138,45 @@ async def test_discovery_creates_a_job_for_every_flink_job(
             == 1.0
         )
         assert await daemon.jobs("default") == []
+
+
+async def test_two_targets_showing_one_cluster_discover_each_job_once(
+    fake_flink: FakeFlinkServer, state_path: Path
+) -> None:
+    """Both first rounds run at once; a job is a Job of whichever target claimed it first,
+    never re-created under the other (which would move it to another namespace)."""
+    orders = fake_flink.cluster.submit("orders")
+    config = daemon_config(
+        state_path,
+        [
+            target("one", fake_flink.url, namespace="team-one"),
+            target("two", fake_flink.url, namespace="team-two"),
+        ],
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with running_daemon(config) as daemon:
+            await _probed_by_both(daemon, dashed(orders))
+    discovered = [e for e in logs if e["event"] == "job discovered"]
+    assert [e["job_id"] for e in discovered] == [dashed(orders)], discovered
+
+
+async def _probed_by_both(daemon: DaemonHandle, job_id: str) -> None:
+    """Wait until the Job was probed over several rounds; it exists in one namespace only."""
+
+    async def copies() -> list[dict[str, Any]]:
+        return [
+            job
+            for namespace in ("team-one", "team-two")
+            for job in await daemon.jobs(namespace)
+            if job["metadata"]["id"] == job_id
+        ]
+
+    seen = await wait_for(
+        copies,
+        lambda jobs: bool(jobs) and jobs[0]["metadata"]["resourceVersion"] >= 5,
+        "the job probed over several rounds",
+    )
+    assert len(seen) == 1, [job["metadata"]["namespace"] for job in seen]
 
 
 async def test_restarts_are_counted_exactly(fake_flink: FakeFlinkServer, state_path: Path) -> None:
