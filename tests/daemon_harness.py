@@ -533,3 +533,24 @@ class DaemonProcess:
     def __exit__(self, *exc_info: object) -> None:
         """Whatever happened, no daemon outlives its test."""
         self.kill()
+
+
+@contextlib.asynccontextmanager
+async def sampling(
+    handle: DaemonHandle, sample: Callable[[DaemonHandle], Awaitable[None]], every: float = 0.01
+) -> AsyncIterator[None]:
+    """Run `await sample(handle)` over and over while the block runs (and once more after)."""
+    stop = asyncio.Event()
+
+    async def loop() -> None:
+        while not stop.is_set():
+            await sample(handle)
+            await asyncio.sleep(every)
+        await sample(handle)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

@@ -6,13 +6,12 @@ second, scripts the fake cluster, and checks what a user sees: the Job API and `
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from daemon_harness import (
     free_port,
     restarts_of,
     running_daemon,
+    sampling,
     started_of,
     state_of,
     static_job,
@@ -57,27 +57,6 @@ async def probe_rounds(cluster: FakeCluster, rounds: int) -> None:
         return count if count >= target_count else None
 
     await wait_until(asked, f"{rounds} more overview requests")
-
-
-@contextlib.asynccontextmanager
-async def sampling(
-    handle: DaemonHandle, sample: Callable[[DaemonHandle], Awaitable[None]]
-) -> AsyncIterator[None]:
-    """Run `await sample(handle)` over and over while the block runs (and once more after)."""
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            await sample(handle)
-            await asyncio.sleep(0.01)
-        await sample(handle)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
 
 
 def counted_at_least(count: int) -> Callable[[dict[str, Any] | None], bool]:

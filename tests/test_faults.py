@@ -37,6 +37,7 @@ from daemon_harness import (
     flink_status_of,
     restarts_of,
     running_daemon,
+    sampling,
     started_of,
     state_of,
     target,
@@ -562,7 +563,7 @@ async def test_every_fault_is_counted_logged_once_and_heals_by_itself(tmp_path: 
             with structlog.testing.capture_logs(
                 processors=[structlog.contextvars.merge_contextvars]
             ) as logs:
-                async with sampling(daemon, sample):
+                async with sampling(daemon, sample, every=0.02):
                     faults_began = time.time()
                     await asyncio.gather(
                         *(entry.start_fault(self_signed) for entry in matrix.values())
@@ -628,27 +629,6 @@ def assert_logged_once_per_episode(
         assert [e["failing"] for e in failing] == [[entry.row.failing]], (name, failing)
         assert failing[0]["log_level"] == "warning"
         assert [e["previously"] for e in recovered] == [[entry.row.failing]], (name, recovered)
-
-
-@contextlib.asynccontextmanager
-async def sampling(
-    handle: DaemonHandle, sample: Callable[[DaemonHandle], Awaitable[None]]
-) -> AsyncIterator[None]:
-    """Run `await sample(handle)` over and over while the block runs (and once more after)."""
-    stop = asyncio.Event()
-
-    async def loop() -> None:
-        while not stop.is_set():
-            await sample(handle)
-            await asyncio.sleep(0.02)
-        await sample(handle)
-
-    task = asyncio.create_task(loop())
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
 
 
 def flapping() -> Misbehaviour:
