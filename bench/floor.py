@@ -1,11 +1,14 @@
 """The floor: the least CPU a probe round's requests can cost in Python with aiohttp.
 
-``python -m bench.floor --spec FILE --rounds R`` does exactly the requests of R probe rounds
-of every target (one ``/jobs/overview`` per target, then one ``/jobs/<jid>/metrics?get=
+``python -m bench.floor --spec FILE --rounds R`` does the requests of R full probe rounds of
+every target (one ``/jobs/overview`` per target, then one ``/jobs/<jid>/metrics?get=
 numRestarts`` per job) with the daemon's default concurrency (64 in flight overall, 8 per
 target), reads every body and does nothing else: no parsing, no state, no logging. Targets
-are probed one after the other, as the daemon's spread schedule mostly has them. It prints
-one JSON object: requests, CPU seconds (``resource.getrusage``, all threads), wall seconds.
+are probed one after the other, as the daemon's spread schedule mostly has them. Then it does
+``10 * R`` rounds of overviews alone, so the two kinds of request are priced apart: the daemon
+asks ``numRestarts`` only for Jobs whose count can have changed, and its floor is the price of
+the requests it really made. It prints one JSON object: requests and CPU seconds
+(``resource.getrusage``, all threads) of both phases, wall seconds of the first.
 Run it in a process of its own, pinned to the daemon's core.
 """
 
@@ -32,6 +35,8 @@ class FloorResult:
     requests: int
     cpu_seconds: float
     wall_seconds: float
+    overview_requests: int
+    overview_cpu_seconds: float
     event_loop: str
 
 
@@ -42,8 +47,8 @@ def _cpu_seconds() -> float:
 
 async def run_floor(
     targets: list[tuple[str, list[str]]], rounds: int, concurrency: int, per_target: int
-) -> tuple[int, float, float]:
-    """(requests, CPU seconds, wall seconds) of ``rounds`` rounds after one warm-up round."""
+) -> FloorResult:
+    """Full rounds, then overview-only rounds, after one warm-up round."""
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=per_target)
     requests = 0
 
@@ -73,7 +78,21 @@ async def run_floor(
         for _ in range(rounds):
             for url, jids in targets:
                 await target_round(url, jids)
-        return requests, _cpu_seconds() - cpu_before, time.perf_counter() - wall_before
+        full_requests, full_cpu = requests, _cpu_seconds() - cpu_before
+        wall = time.perf_counter() - wall_before
+        requests = 0
+        cpu_before = _cpu_seconds()
+        for _ in range(10 * rounds):
+            for url, _jids in targets:
+                await get(url + "jobs/overview")
+        return FloorResult(
+            requests=full_requests,
+            cpu_seconds=full_cpu,
+            wall_seconds=wall,
+            overview_requests=requests,
+            overview_cpu_seconds=_cpu_seconds() - cpu_before,
+            event_loop=asyncio.get_running_loop().__class__.__module__.split(".")[0],
+        )
 
 
 def main() -> None:
@@ -94,11 +113,9 @@ def main() -> None:
     if args.uvloop:
         import uvloop
 
-        requests, cpu, wall = uvloop.run(coroutine)
+        result = uvloop.run(coroutine)
     else:
-        requests, cpu, wall = asyncio.run(coroutine)
-    loop = "uvloop" if args.uvloop else "asyncio"
-    result = FloorResult(requests=requests, cpu_seconds=cpu, wall_seconds=wall, event_loop=loop)
+        result = asyncio.run(coroutine)
     json.dump(asdict(result), sys.stdout)
 
 

@@ -48,6 +48,10 @@ def _field(path: str, digits: int = 1) -> Callable[[Result], str]:
     return lambda r: _num(_get(r, path), digits)
 
 
+def _pair(first: str, second: str) -> Callable[[Result], str]:
+    return lambda r: f"{_num(_get(r, first))} / {_num(_get(r, second))}"
+
+
 def _mib(path: str) -> Callable[[Result], str]:
     return lambda r: _num(None if _get(r, path) is None else _get(r, path) / 2**20, 2)
 
@@ -90,6 +94,11 @@ ROWS: list[tuple[str, str, Callable[[Result], str]]] = [
     ),
     ("floor: CPU per request, asyncio (us)", "", _field("floor.asyncio.cpu_us_per_request")),
     ("floor: CPU per request, uvloop (us)", "", _field("floor.uvloop.cpu_us_per_request")),
+    (
+        "floor: CPU per overview / per metrics request (us)",
+        "",
+        _pair("floor.asyncio.cpu_us_per_overview", "floor.asyncio.cpu_us_per_metrics_request"),
+    ),
     ("warm-up: all Jobs STARTED after (s)", "", _field("warmup.all_started_after_s")),
     ("warm-up: counts credited after (s)", "", _field("warmup.counts_credited_after_s")),
     ("# STEADY: probing, nothing scrapes", "", lambda r: ""),

@@ -212,10 +212,22 @@ class ScenarioRun:
             self.say(f"[{self.s.name}] floor ({loop}): {repeats} x {rounds} rounds")
             runs = [await self._floor_once(spec, rounds, loop) for _ in range(repeats)]
             per_request = [run["cpu_seconds"] / run["requests"] * 1e6 for run in runs]
+            per_overview = [
+                run["overview_cpu_seconds"] / run["overview_requests"] * 1e6 for run in runs
+            ]
+            # A full round is one overview per target and one metrics request per job: the
+            # metrics request's price is what is left once the overviews are paid.
+            overviews = rounds * self.s.targets
+            per_metrics = [
+                (run["cpu_seconds"] * 1e6 - overview_us * overviews) / (run["requests"] - overviews)
+                for run, overview_us in zip(runs, per_overview, strict=True)
+            ]
             results[loop] = {
                 "requests": runs[0]["requests"],
                 "cpu_us_per_request": round(min(per_request), 2),
                 "cpu_us_per_request_runs": [round(value, 2) for value in per_request],
+                "cpu_us_per_overview": round(min(per_overview), 2),
+                "cpu_us_per_metrics_request": round(min(per_metrics), 2),
                 "wall_seconds_runs": [round(run["wall_seconds"], 3) for run in runs],
             }
         return results
@@ -437,7 +449,12 @@ class ScenarioRun:
         seconds = end - start
         probes = figures["job_probes_done"]
         commits = [c for c in log.commits if start <= c.at < end]
-        floor_us = self.result["floor"]["asyncio"]["cpu_us_per_request"]
+        floor = self.result["floor"]["asyncio"]
+        # Every round asks one overview; the rest of its requests are numRestarts reads.
+        floor_us = (
+            figures["rounds_done"] * floor["cpu_us_per_overview"]
+            + (figures["requests"] - figures["rounds_done"]) * floor["cpu_us_per_metrics_request"]
+        )
         requests_per_probe = figures["requests"] / probes if probes else None
         lag_buckets = promtext.bucket_delta(before.buckets(LAG), after.buckets(LAG))
         lag_count = after.total(f"{LAG}_count") - before.total(f"{LAG}_count")
@@ -466,9 +483,7 @@ class ScenarioRun:
                 if figures["requests"]
                 else None,
                 "requests_per_probe": _round(requests_per_probe, 4),
-                "floor_us_per_probe": round(floor_us * requests_per_probe, 1)
-                if requests_per_probe
-                else None,
+                "floor_us_per_probe": round(floor_us / probes, 1) if probes else None,
                 "store_commits_per_s": round(len(commits) / seconds, 2),
                 "store_jobs_written_per_s": round(sum(c.jobs for c in commits) / seconds, 1),
                 "commit_ms": _spread([c.seconds for c in commits]),

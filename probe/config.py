@@ -349,6 +349,9 @@ class ProbeConfig(_Section):
     """Larger Flink responses are refused (and the probe counts as UNKNOWN)."""
     metrics_retention: PositiveDuration = 3600.0
     """How long the metrics of a final Job are still exported."""
+    metrics_refresh: Duration = 60.0
+    """The longest a Job's numRestarts goes unread while its overview entry shows no change
+    (state, start-time, last-modification); 0 reads every Job every round. See `probe.reads`."""
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> ProbeConfig:

@@ -246,7 +246,12 @@ class Daemon:
         )
         prober = Prober(
             client,
-            TargetLags(target.overview_max_age, target.metrics_max_age, probe.interval),
+            TargetLags(
+                target.overview_max_age,
+                target.metrics_max_age,
+                probe.interval,
+                probe.metrics_refresh,
+            ),
             probe.per_target_concurrency,
             self.clock,
         )

@@ -107,6 +107,11 @@ class OverviewEntry:
     state: Annotated[FlinkJobStatus, AfterValidator(_flink_status)]
     # Epoch ms. A new JobManager process gives a recovered job a new, larger start-time.
     start_time: Annotated[int, Field(alias="start-time", ge=0, le=_MAX_EPOCH_MS)]
+    # Epoch ms of the newest state change of any task: moves with every restart. Only in
+    # /jobs/overview (None from /jobs/:jid); 0 while the job initialises.
+    last_modification: Annotated[
+        int | None, Field(alias="last-modification", ge=0, le=_MAX_EPOCH_MS)
+    ] = None
 
 
 class _Overview(BaseModel):

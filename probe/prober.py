@@ -1,9 +1,10 @@
 """One probe round of one target: the requests, and what they say about each Job.
 
 A round asks ``/jobs/overview`` once (status and start-time of every job of the cluster), then
-per Job ``/jobs/:jid/metrics?get=numRestarts``; a Job missing from the overview is looked up
-with ``/jobs/:jid`` (404 = gone, DESIGN.md "Gone"), and a Job Flink reports FAILED gets the
-newest entry of ``/jobs/:jid/exceptions`` as its failure message. The result is one
+``/jobs/:jid/metrics?get=numRestarts`` for the Jobs whose count can have changed (``ReadPlan``);
+a Job missing from the overview is looked up with ``/jobs/:jid`` (404 = gone, DESIGN.md
+"Gone"), and a Job Flink reports FAILED gets the newest entry of ``/jobs/:jid/exceptions`` as
+its failure message. The result is one
 ``Observation`` per Job, with the possible age of each answer worked out from when its request
 was sent, so the restart rule's windows hold however long the round took.
 """
@@ -21,6 +22,7 @@ import anyio
 from .flink import FlinkClient, FlinkError, OverviewEntry
 from .fold import JobRecord, Observation, Presence
 from .model import FlinkJobStatus
+from .reads import ReadPlan, Signature
 
 T = TypeVar("T")
 
@@ -30,6 +32,8 @@ class TargetLags:
     overview_max_age: float
     metrics_max_age: float
     interval: float
+    metrics_refresh: float
+    """The longest a Job's numRestarts goes unread while its overview shows no change."""
 
 
 @dataclass(slots=True)
@@ -46,7 +50,8 @@ class RoundResult:
 
 
 class Prober:
-    """Probes one target. Holds what must outlive a round: when metrics were last asked."""
+    """Probes one target. Holds what must outlive a round: when metrics were last asked, and
+    which Jobs' counts are known to be read since their last change."""
 
     def __init__(
         self,
@@ -65,6 +70,7 @@ class Prober:
         # Flink's metric fetcher refreshes when asked: a value is as old as the time since the
         # previous request plus its update interval. Unknown after start-up, hence infinite.
         self._previous_metrics_round: float | None = None
+        self._reads = ReadPlan(lags.metrics_refresh)
 
     async def overview(self, result: RoundResult) -> None:
         result.overview_sent = self._clock()
@@ -85,18 +91,25 @@ class Prober:
             return
         by_jid = {entry.jid: entry for entry in result.overview}
         sent = self._clock()
-        metrics_gap = (
-            math.inf
-            if self._previous_metrics_round is None
-            else max(0.0, sent - self._previous_metrics_round - self.lags.interval)
-        )
-        self._previous_metrics_round = sent
-        queue = iter(records)  # shared by the workers: each record is taken once
+        planned = []
+        for record in records:
+            fid = record.job.flink_job_id
+            entry = by_jid.get(fid)
+            read = entry is None or self._reads.wants(fid, _signature(entry), sent)
+            planned.append((record, entry, read))
+        self._reads.keep_only({record.job.flink_job_id for record in records})
+        metrics_gap = math.inf
+        if any(read for _, _, read in planned):
+            if self._previous_metrics_round is not None:
+                metrics_gap = max(0.0, sent - self._previous_metrics_round - self.lags.interval)
+            self._previous_metrics_round = sent
+        queue = iter(planned)  # shared by the workers: each Job is taken once
 
         async def worker() -> None:
-            for record in queue:
-                entry = by_jid.get(record.job.flink_job_id)
-                await self._probe_job(result, record, entry, result.overview_sent, metrics_gap)
+            for record, entry, read in queue:
+                await self._probe_job(
+                    result, record, entry, read, result.overview_sent, metrics_gap
+                )
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self._concurrency, len(records))):
@@ -107,6 +120,7 @@ class Prober:
         result: RoundResult,
         record: JobRecord,
         entry: OverviewEntry | None,
+        read: bool,
         status_sent: float,
         metrics_gap: float,
     ) -> None:
@@ -127,10 +141,11 @@ class Prober:
 
         raw: int | None = None
         metrics_sent = self._clock()
-        try:
-            raw = await self._call(result, self.client.num_restarts, fid)
-        except FlinkError as error:
-            result.errors.append(("metrics", error))
+        if read:
+            try:
+                raw = await self._call(result, self.client.num_restarts, fid)
+            except FlinkError as error:
+                result.errors.append(("metrics", error))
 
         message: str | None = None
         if entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final:
@@ -140,6 +155,8 @@ class Prober:
                 result.errors.append(("exceptions", error))
 
         now = self._clock()
+        raw_max_age = self.lags.metrics_max_age + metrics_gap + (now - metrics_sent)
+        self._reads.saw(fid, _signature(entry), now, raw, raw_max_age)
         result.observations[record.job.id] = Observation(
             at=now,
             presence=Presence.FOUND,
@@ -147,7 +164,7 @@ class Prober:
             start_time=entry.start_time,
             start_time_max_age=self.lags.overview_max_age + (now - status_sent),
             num_restarts=raw,
-            num_restarts_max_age=self.lags.metrics_max_age + metrics_gap + (now - metrics_sent),
+            num_restarts_max_age=raw_max_age,
             failure_message=message,
         )
 
@@ -156,3 +173,10 @@ class Prober:
     ) -> T:
         result.requests += 1
         return await request(*args)
+
+
+def _signature(entry: OverviewEntry) -> Signature | None:
+    """What of an overview entry moves with every restart; None if Flink did not say."""
+    if entry.last_modification is None:
+        return None
+    return (entry.state, entry.start_time, entry.last_modification)

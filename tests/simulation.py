@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from probe.fold import Observation, Presence
 from probe.model import FlinkJobStatus
+from probe.reads import ReadPlan, Signature
 from probe.restarts import Lags, RestartLedger, Sighting, observe
 
 TICK = 0.25
@@ -224,6 +225,20 @@ class TrueHistory:
     def terminal_by(self, t: float) -> bool:
         return self.terminal_at is not None and t >= self.terminal_at
 
+    def last_modification_at(self, t: float) -> int:
+        """The overview's ``last-modification`` (ms): the newest task state change by ``t``.
+
+        Tasks change state when a process starts and its tasks come up, when tasks restart and
+        come up again, and when the job ends."""
+        changes = [self.submitted]
+        for process in self.processes:
+            changes += (process.began, process.began + _INITIALIZING_FOR)
+            for restart in process.task_restarts:
+                changes += (restart, restart + _RESTARTING_FOR)
+        if self.terminal_at is not None:
+            changes.append(self.terminal_at)
+        return epoch_ms(max(c for c in changes if c <= t))
+
 
 # -- what the probe reads ----------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -381,6 +396,50 @@ def naive_observed(run: Run) -> list[int]:
         observed = max(observed, sealed + credit)
         result.append(observed)
     return result
+
+
+# -- the read plan -----------------------------------------------------------------------------
+JID = "0123456789abcdef0123456789abcdef"
+"""The simulated job's Flink id, for the read plan."""
+
+
+def overview_signature(run: Run, answer: Answer) -> Signature | None:
+    """What the overview of this answer shows, or None when it did not answer."""
+    if answer.overview_at is None or not run.history.exists_at(answer.overview_at):
+        return None
+    truth = run.history
+    at = answer.overview_at
+    return (truth.status_at(at), truth.epoch_at(at), truth.last_modification_at(at))
+
+
+def replay_planned(run: Run, plan: ReadPlan) -> tuple[list[RestartLedger], list[Answer]]:
+    """Replay the run as the daemon reads with a plan (probe/reads.py): without an overview
+    nothing is read (the round stops there); otherwise the metric only when the plan wants it.
+    Returns the ledgers and the answers as used."""
+    ledger = RestartLedger()
+    ledgers, used = [], []
+    for answer in run.answers:
+        shown = overview_signature(run, answer)
+        if shown is None or not plan.wants(JID, shown, answer.at):
+            answer = Answer(answer.at, answer.overview_at, None, math.inf, answer.overview_max_age)
+        sighting = run.sighting(answer)
+        if shown is not None:
+            plan.saw(JID, shown, answer.at, sighting.raw, sighting.raw_max_age)
+        ledger = observe(ledger, answer.at, sighting, run.lags)
+        ledgers.append(ledger)
+        used.append(answer)
+    return ledgers, used
+
+
+def with_quiet_tail(run: Run, step: int) -> Run:
+    """Fresh probes every ``step`` ticks after the last change, long enough for a plan to read a
+    value from after the last change (M) and for the rule to confirm it (E, one probe)."""
+    start = max(tick_of(run.answers[-1].at), tick_of(run.history.last_change))
+    if run.history.terminal_at is not None:
+        start = max(start, tick_of(run.history.terminal_at))
+    window = round((run.lags.metrics_max_age + run.lags.overview_max_age) / TICK) + 3 * step
+    ticks = range(start + step, start + window + 2 * step, step)
+    return run.with_answers(run.fresh_answer(at_tick(t)) for t in ticks)
 
 
 # -- generation --------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ def test_an_empty_file_gives_the_defaults_and_no_targets(tmp_path: Path) -> None
         per_target_concurrency=8,
         max_body_bytes=4 * 1024 * 1024,
         metrics_retention=3600.0,
+        metrics_refresh=60.0,
     )
     assert config.state.path == tmp_path / "flink-probe.db"
     assert (config.logging.level, config.logging.format) == ("info", "json")

@@ -191,6 +191,38 @@ async def test_restarts_are_counted_exactly(fake_flink: FakeFlinkServer, state_p
         assert restarts_of(await daemon.job(dashed(batch))) == 1
 
 
+async def test_a_quiet_job_is_asked_numrestarts_again_only_when_its_overview_moves(
+    fake_flink: FakeFlinkServer, state_path: Path
+) -> None:
+    """Once a read from after the job's last change has answered, rounds ask the overview
+    alone; a restart moves last-modification, the job is read again and the restart counted."""
+    cluster = fake_flink.cluster
+    orders = cluster.submit("orders")
+    cluster.restart(orders, n=2)
+    config = daemon_config(state_path, [target("prod", fake_flink.url)])
+
+    async with running_daemon(config) as daemon:
+        await daemon.wait_restarts(dashed(orders), 2)
+        await _rounds_without_reads(cluster, rounds=5)
+        reads = cluster.requests(Endpoint.METRICS)
+        cluster.restart(orders)
+        await daemon.wait_restarts(dashed(orders), 3)
+        assert cluster.requests(Endpoint.METRICS) > reads
+        await _rounds_without_reads(cluster, rounds=5)
+        assert restarts_of(await daemon.job(dashed(orders))) == 3
+
+
+async def _rounds_without_reads(cluster: FakeCluster, rounds: int) -> None:
+    """Wait (with a deadline) for `rounds` rounds in a row that asked no numRestarts."""
+
+    async def quiet() -> bool:
+        reads = cluster.requests(Endpoint.METRICS)
+        await probe_rounds(cluster, rounds)
+        return cluster.requests(Endpoint.METRICS) == reads
+
+    await wait_until(quiet, f"{rounds} rounds in a row without a numRestarts read")
+
+
 async def test_jobmanager_restarts_keep_a_monotonic_lower_bound(state_path: Path) -> None:
     """A new JobManager resets numRestarts and gives the job a new start-time, both seen late
     (the fake's caches lag as a real Flink's do): the count never drops, never exceeds the

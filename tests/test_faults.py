@@ -530,6 +530,8 @@ async def test_every_fault_is_counted_logged_once_and_heals_by_itself(tmp_path: 
             interval=f"{INTERVAL}s",
             timeout=f"{INTERVAL}s",
             not_found_grace=GRACE,
+            # Every round asks numRestarts, its last request: `after_a_round` waits for it.
+            metrics_refresh="0s",
         )
 
         async def sample(daemon: DaemonHandle) -> None:

@@ -320,7 +320,10 @@ def test_sigterm_during_a_round_lets_it_finish_and_stores_it(tmp_path: Path) -> 
     job_id = dashed(jid)
     prod_port = free_port()
     prod = target("prod", f"http://127.0.0.1:{prod_port}")
-    config = daemon_config(state, [prod], interval=f"{timeout:g}s", timeout=f"{timeout:g}s")
+    # Every round asks numRestarts: the hang below catches a round in flight.
+    config = daemon_config(
+        state, [prod], interval=f"{timeout:g}s", timeout=f"{timeout:g}s", metrics_refresh="0s"
+    )
 
     with contextlib.ExitStack() as processes:
         with serve_in_thread(cluster, port=prod_port):
