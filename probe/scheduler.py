@@ -30,8 +30,9 @@ log = get_logger("flink_probe.scheduler")
 
 # An unreachable target is retried after interval * 2**(failures - 1), at most this many intervals.
 MAX_BACKOFF_INTERVALS = 4
-# First rounds are spread over this many seconds (or the interval, if shorter).
-FIRST_ROUND_SPREAD = 1.0
+# First rounds are spread over this many seconds (or the interval, if shorter): ready soon
+# after start, yet the targets' first overviews are not one burst.
+FIRST_ROUND_SPREAD = 0.25
 
 
 @dataclass(slots=True)
@@ -131,8 +132,8 @@ class Scheduler:
     async def _loop(self, target: Target) -> None:
         start = time.monotonic()
         grid = start + _offset(target.name, self.interval)
-        # The first round comes within a second, so the daemon is ready (every target probed
-        # once) soon after start; later rounds keep to the target's place in the interval.
+        # The first round comes within FIRST_ROUND_SPREAD, so the daemon is ready (every target
+        # probed once) soon after start; later rounds keep to the target's place in the interval.
         due = start + _offset(target.name, min(self.interval, FIRST_ROUND_SPREAD))
         while not self._stopping.is_set():
             with anyio.move_on_after(max(0.0, due - time.monotonic())):
