@@ -157,6 +157,7 @@ ROWS: list[tuple[str, str, Callable[[Result], str]]] = [
     ("store jobs written / s", "", _field("steady.store_jobs_written_per_s")),
     ("store commit p50 / p99 / max (ms)", "", _spread("steady.commit_ms")),
     ("RSS while probing, never scraped (MiB)", "<= 150", _field("memory.rss_probing_mib")),
+    ("peak RSS before any scrape, VmHWM (MiB)", "", _field("memory.peak_before_scrapes_mib")),
     ("peak RSS, VmHWM at end (MiB)", "<= 150", _field("memory.peak_mib")),
     ("# /metrics: rendered back to back", "", lambda r: ""),
     ("samples", "", _field("render.samples")),

@@ -281,6 +281,10 @@ class ScenarioRun:
         self.daemon.start()
         await self._wait_http("/healthz", deadline=60)
         self.result["warmup"] = await self._warm_up()
+        # Before any scrape: what discovery and probing alone ever needed.
+        self.result["memory"]["peak_before_scrapes_mib"] = round(
+            self._daemon.memory().peak_kib / 1024, 1
+        )
         self.result["steady"] = await self._steady()
         self.result["render"] = await self._render()
         self.result["scraped"] = await self._scraped()

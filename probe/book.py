@@ -4,6 +4,13 @@ Two views, because a value may be shown (API, metrics) only once it is in the st
 ``kill -9`` must never make an exposed restart count go down. Probe rounds fold into the
 *working* records and mark them dirty; the committer writes the dirty ones in one transaction
 and only then copies them into the *exposed* view that readers see.
+
+One exception: a record whose only change is the probe's time (``lastUpdateTime``; nearly every
+probe of a running job) is *touched*: shown at once and stored later, with the Job's next
+stored change, once ``TOUCH_STORED_EVERY`` passed, or at shutdown. Rewriting every Job every
+round only for its time cost a row per probe (about 1 MB/s of writes at 10,000 Jobs); after a
+``kill -9`` such a time can go back by at most ``TOUCH_STORED_EVERY`` until the Job's next
+probe. A touch of a Job with an unstored change pending stays unexposed with it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from .logs import get_logger
 from .store import Store, StoredJob, StoreError
 
 log = get_logger("flink_probe.store")
+
+TOUCH_STORED_EVERY = 300.0
+"""Seconds of probe time after which a touched record is stored anyway."""
 
 
 @dataclass(slots=True)
@@ -40,6 +50,13 @@ class JobBook:
         self._index(records)
         self._exposed: dict[str, JobRecord] = dict(self._working)
         self._dirty: set[str] = set()
+        self._writing: set[str] = set()
+        """Ids of the batch being written (a touch of those must wait for the next batch)."""
+        self._touched: set[str] = set()
+        """Ids whose exposed record is newer than their stored one (only in its times)."""
+        self._stored_probe_at: dict[str, float | None] = {
+            job_id: record.last_probe_at for job_id, record in self._working.items()
+        }
         self._wakeup = anyio.Event()
         self._write_lock = anyio.Lock()
         self.health = StoreHealth()
@@ -78,9 +95,28 @@ class JobBook:
     # Writers (probe rounds, sources).
 
     def put(self, records: Iterable[JobRecord]) -> None:
+        """Records to store before they are shown."""
         self._dirty.update(self._index(records))
         if self._dirty:
             self._wakeup.set()
+
+    def touch(self, records: Iterable[JobRecord]) -> None:
+        """Records whose only change is the probe's time: shown at once, stored later."""
+        for job_id in self._index(records):
+            record = self._working[job_id]
+            stored_at = self._stored_probe_at.get(job_id)
+            if (
+                job_id in self._dirty
+                or job_id in self._writing
+                or stored_at is None
+                or record.last_probe_at is None
+                or record.last_probe_at - stored_at >= TOUCH_STORED_EVERY
+            ):
+                self._dirty.add(job_id)
+                self._wakeup.set()
+            else:
+                self._exposed[job_id] = record
+                self._touched.add(job_id)
 
     def _index(self, records: Iterable[JobRecord]) -> list[str]:
         ids = []
@@ -99,15 +135,19 @@ class JobBook:
     def pending(self) -> int:
         return len(self._dirty)
 
-    async def commit(self) -> bool:
-        """Write every dirty record in one transaction; expose them once it is durable."""
+    async def commit(self, touched: bool = False) -> bool:
+        """Write every dirty record (and with ``touched``, every touched one: at shutdown) in
+        one transaction; expose them once it is durable."""
         async with self._write_lock:
+            if touched:
+                self._dirty.update(self._touched)
             if not self._dirty:
                 return True
             batch = {job_id: self._working[job_id] for job_id in self._dirty}
             self._dirty.clear()
             rows = [_row(r) for r in batch.values()]
             started = time.monotonic()
+            self._writing = set(batch)
             try:
                 await anyio.to_thread.run_sync(self._store.write_batch, rows)
             except StoreError as exc:
@@ -118,9 +158,14 @@ class JobBook:
                     log.error("store write failed; retrying, values stay unexposed", error=str(exc))
                 self.health.ok, self.health.error = False, str(exc)
                 return False
+            finally:
+                self._writing = set()
             if not self.health.ok:
                 log.info("store writes resumed", jobs=len(rows))
             self._exposed.update(batch)
+            self._touched.difference_update(batch)
+            for job_id, record in batch.items():
+                self._stored_probe_at[job_id] = record.last_probe_at
             self.health.ok, self.health.error = True, None
             self.health.last_commit_at = time.time()
             self.health.commits += 1

@@ -173,9 +173,10 @@ class Daemon:
                         await loops_done.wait()
                     probing.cancel_scope.cancel()
                 tg.cancel_scope.cancel()
-            # Rounds that finished are in the book; make them durable before leaving.
+            # Rounds that finished are in the book; make them durable (times included) before
+            # leaving.
             with anyio.CancelScope(shield=True):
-                await book.commit()
+                await book.commit(touched=True)
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)

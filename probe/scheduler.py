@@ -20,7 +20,7 @@ import structlog
 
 from .book import JobBook
 from .flink import FlinkError, OverviewEntry
-from .fold import FoldSettings, JobRecord, RestartsIncreased, Transitioned, fold
+from .fold import FoldResult, FoldSettings, JobRecord, RestartsIncreased, Transitioned, fold
 from .logs import get_logger
 from .metrics import DaemonMetrics, TargetHealth
 from .model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
@@ -184,7 +184,8 @@ class Scheduler:
                 records.extend(self._discover(target, result.overview))
             await target.prober.probe_jobs(result, records)
             folded = [self._fold(target, record, result) for record in records]
-            self.book.put(folded)
+            self.book.put([f.record for f in folded if f.stored])
+            self.book.touch([f.record for f in folded if not f.stored])
             self._account(target, result, time.monotonic() - began, len(records))
 
     def _discover(self, target: Target, overview: list[OverviewEntry]) -> list[JobRecord]:
@@ -214,7 +215,7 @@ class Scheduler:
         self.book.put(found)
         return found
 
-    def _fold(self, target: Target, record: JobRecord, result: RoundResult) -> JobRecord:
+    def _fold(self, target: Target, record: JobRecord, result: RoundResult) -> FoldResult:
         observation = result.observations[record.job.id]
         folded = fold(record, observation, target.fold_settings)
         job = folded.record.job
@@ -235,7 +236,7 @@ class Scheduler:
                     before=event.before,
                     restarts=event.after,
                 )
-        return folded.record
+        return folded
 
     def _account(self, target: Target, result: RoundResult, seconds: float, jobs: int) -> None:
         up = result.overview is not None

@@ -398,11 +398,15 @@ class DaemonHandle:
     async def wait_restarts(self, job_id: str, count: int) -> dict[str, Any]:
         return await self.wait_job(job_id, lambda j: restarts_of(j) == count, f"{count} restarts")
 
-    async def wait_probed(self, job_id: str, rounds: int = 2) -> dict[str, Any]:
+    async def wait_probed(
+        self, job_id: str, rounds: int = 2, namespace: str = "default"
+    ) -> dict[str, Any]:
         """The Job after `rounds` more probes of it completed and were exposed."""
-        job = await self.job(job_id)
+        job = await self.job(job_id, namespace)
         for _ in range(rounds):
-            job = await self.wait_job(job_id, _updated_since(job), "another completed probe")
+            job = await self.wait_job(
+                job_id, _updated_since(job), "another completed probe", namespace=namespace
+            )
         assert job is not None
         return job
 

@@ -150,11 +150,9 @@ async def _probed_by_both(daemon: DaemonHandle, job_id: str) -> None:
             if job["metadata"]["id"] == job_id
         ]
 
-    seen = await wait_for(
-        copies,
-        lambda jobs: bool(jobs) and jobs[0]["metadata"]["resourceVersion"] >= 5,
-        "the job probed over several rounds",
-    )
+    discovered = await wait_for(copies, bool, "the job discovered")
+    await daemon.wait_probed(job_id, rounds=5, namespace=discovered[0]["metadata"]["namespace"])
+    seen = await copies()
     assert len(seen) == 1, [job["metadata"]["namespace"] for job in seen]
 
 
@@ -210,6 +208,35 @@ async def test_a_quiet_job_is_asked_numrestarts_again_only_when_its_overview_mov
         assert cluster.requests(Endpoint.METRICS) > reads
         await _rounds_without_reads(cluster, rounds=5)
         assert restarts_of(await daemon.job(dashed(orders))) == 3
+
+
+async def test_a_quiet_job_shows_each_probe_but_is_stored_only_when_it_changes(
+    fake_flink: FakeFlinkServer, state_path: Path
+) -> None:
+    """lastUpdateTime moves with every probe in the API while the state file is not rewritten
+    for it; a restart is stored (new resourceVersion); stopping stores the last times."""
+    cluster = fake_flink.cluster
+    orders = cluster.submit("orders")
+    config = daemon_config(state_path, [target("prod", fake_flink.url)])
+
+    async with running_daemon(config) as daemon:
+        await daemon.wait_state(dashed(orders), "STARTED", flink_status="RUNNING")
+        await _rounds_without_reads(cluster, rounds=3)
+        in_file = stored_jobs(state_path)[dashed(orders)]
+        shown = await daemon.job(dashed(orders))
+        later = await daemon.wait_probed(dashed(orders), rounds=3)
+        assert started_of(later)["lastUpdateTime"] > started_of(shown)["lastUpdateTime"]
+        assert later["metadata"]["resourceVersion"] == shown["metadata"]["resourceVersion"]
+        assert stored_jobs(state_path)[dashed(orders)] == in_file
+
+        cluster.restart(orders)
+        counted = await daemon.wait_restarts(dashed(orders), 1)
+        assert counted["metadata"]["resourceVersion"] > shown["metadata"]["resourceVersion"]
+        assert restarts_of(stored_jobs(state_path)[dashed(orders)]) == 1
+        last_shown = await daemon.job(dashed(orders))
+
+    stored = stored_jobs(state_path)[dashed(orders)]
+    assert started_of(stored)["lastUpdateTime"] >= started_of(last_shown)["lastUpdateTime"]
 
 
 async def _rounds_without_reads(cluster: FakeCluster, rounds: int) -> None:

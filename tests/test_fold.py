@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +22,7 @@ from probe.fold import (
     Transitioned,
     fold,
     fold_changed,
+    replace_model,
 )
 from probe.model import FailureReason, FlinkJobStatus, JobState, from_epoch, new_job
 from probe.restarts import Lags
@@ -111,13 +113,24 @@ def check_invariants(before: JobRecord, obs: Observation, result: FoldResult) ->
     assert all(m.source is path[i] for i, m in enumerate(moves))
     assert path[-1] is new.state
 
-    # resourceVersion grows by exactly one with every change of the served Job.
+    # resourceVersion grows by exactly one with every stored change of the served Job; a
+    # change of lastUpdateTime alone is not stored at once (JobBook.touch) and moves nothing else.
     changed = new.status != old.status
-    assert new.metadata.resource_version == old.metadata.resource_version + changed
-    if changed:
+    bumped = changed and result.stored
+    assert new.metadata.resource_version == old.metadata.resource_version + bumped
+    if bumped:
         assert new.metadata.modified_at == from_epoch(obs.at)
-    else:
+    elif not changed:
         assert new == old
+    else:
+        assert old.status.started is not None
+        assert new == replace_model(
+            old,
+            status=replace_model(
+                old.status,
+                started=replace_model(old.status.started, last_update_time=from_epoch(obs.at)),
+            ),
+        )
 
     # terminatedAt: set on entering a final state, never moved afterwards.
     if old.metadata.terminated_at is not None:
@@ -341,13 +354,21 @@ def test_unchanged_fold_keeps_resource_version_and_modified_at() -> None:
     assert after.job.metadata.modified_at == from_epoch(BASE)
 
 
-def test_resource_version_grows_by_one_per_changed_fold() -> None:
+def test_resource_version_grows_by_one_per_stored_change() -> None:
+    """STARTED, then a probe that moves only lastUpdateTime (shown at once, stored later: no
+    new version), then the cluster unreachable (UNKNOWN: stored)."""
     observations = [found(BASE + 10), found(BASE + 20), absent(BASE + 30, Presence.UNREACHABLE)]
     results = fold_all(starting(), observations)
-    assert [r.record.job.metadata.resource_version for r in results] == [2, 3, 4]
+    assert [r.stored for r in results] == [True, False, True]
+    assert [r.record.job.metadata.resource_version for r in results] == [2, 2, 3]
     assert [r.record.job.metadata.modified_at for r in results] == [
-        from_epoch(o.at) for o in observations
+        from_epoch(BASE + 10),
+        from_epoch(BASE + 10),
+        from_epoch(BASE + 30),
     ]
+    assert [
+        r.record.job.status.started.last_update_time for r in results if r.record.job.status.started
+    ] == [from_epoch(o.at) for o in observations]
 
 
 # -- documents ---------------------------------------------------------------------------------
@@ -391,8 +412,15 @@ def assert_same_as_the_general_fold(
     record: JobRecord, observation: Observation, settings: FoldSettings, result: FoldResult
 ) -> None:
     """`fold` takes a shortcut in the steady state: it must come to what the general path
-    would (the ledger is folded the same way on both)."""
-    assert fold_changed(record, observation, settings, result.record.ledger) == result
+    would (the ledger is folded the same way on both), but for a change of the time alone,
+    which is not a stored change (no new resourceVersion)."""
+    general = fold_changed(record, observation, settings, result.record.ledger)
+    if result.stored:
+        assert general == result
+    else:
+        assert general.events == result.events == ()
+        job = replace_model(result.record.job, metadata=general.record.job.metadata)
+        assert dataclasses.replace(result.record, job=job) == general.record
 
 
 def SETTINGS_FOR(run: Run) -> FoldSettings:

@@ -15,6 +15,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 from simulation import (
     JID,
+    Answer,
     Run,
     budget,
     described,
@@ -25,6 +26,7 @@ from simulation import (
 
 from probe.model import FlinkJobStatus
 from probe.reads import ReadPlan, Signature
+from probe.restarts import RestartLedger
 
 
 def quiet_tail(run: Run, data: st.DataObject) -> Run:
@@ -70,16 +72,22 @@ def test_terminal_job_settles_on_its_final_count_with_reads_skipped(
     run = quiet_tail(run, data)
     ledgers, used = replay_planned(run, ReadPlan(refresh=math.inf))
     with described(run):
-        final = ledgers[-1]
-        assert final.settled
-        assert final.terminal_seen_at is not None
-        settled_at = next(a.at for a, ledger in zip(used, ledgers, strict=True) if ledger.settled)
-        gave_up = settled_at >= final.terminal_seen_at + run.lags.give_up_after
-        if gave_up:
-            assert final.observed <= run.history.final_count
+        assert ledgers[-1].settled
+        if gave_up(run, used, ledgers):
+            assert ledgers[-1].observed <= run.history.final_count
         else:
-            assert final.observed == run.history.final_count
-    event(f"gave up waiting for a final read: {gave_up}")
+            assert ledgers[-1].observed == run.history.final_count
+    event(f"gave up waiting for a final read: {gave_up(run, used, ledgers)}")
+
+
+def gave_up(run: Run, answers: list[Answer], ledgers: list[RestartLedger]) -> bool:
+    """Whether a terminal job's count settled without a read from after its end (none
+    answered within give_up_after, e.g. the cluster was away)."""
+    final = ledgers[-1]
+    if not final.settled or final.terminal_seen_at is None:
+        return False
+    settled_at = next(a.at for a, ledger in zip(answers, ledgers, strict=True) if ledger.settled)
+    return settled_at >= final.terminal_seen_at + run.lags.give_up_after
 
 
 @budget(ci=1000, deep=20_000)
@@ -90,16 +98,20 @@ def test_in_one_jobmanager_process_the_planned_count_ends_where_reading_every_ro
     """Lags, missing answers and terminal jobs included: once the job is quiet, skipping reads
     has lost nothing that reading every round would have counted by then.
 
-    Across JobManager processes it can: when the metric shows a restart before the overview
-    does and the process changes (failover, or a restart keeping start-time) before the plan
-    read it, reading every round had the old process's count and the plan has not. The count
-    is then lower, never higher; `tests/long/plan_loss.py` measures how often (0.1% of
-    simulated histories, in which failovers come up to every third probe)."""
+    It can lose when the metric shows a restart a probe before the overview does and the
+    count the plan reads a probe later is gone before it is credited: the JobManager process
+    changed (failover, or a restart keeping start-time), or the job ended and no read came
+    within give_up_after. Reading every round had that count; the plan's is lower, never
+    higher. `tests/long/plan_loss.py` measures how often: 0.1% of simulated histories, in
+    which failovers come up to every third probe."""
     run = quiet_tail(run, data)
-    ledgers, _ = replay_planned(run, ReadPlan(refresh=math.inf))
+    ledgers, used = replay_planned(run, ReadPlan(refresh=math.inf))
     every_round, _ = replay_planned(run, ReadPlan(refresh=0))
     with described(run):
-        assert ledgers[-1].observed == every_round[-1].observed
+        if gave_up(run, used, ledgers):
+            assert ledgers[-1].observed <= every_round[-1].observed
+        else:
+            assert ledgers[-1].observed == every_round[-1].observed
 
 
 # -- the plan alone ----------------------------------------------------------------------------

@@ -1,0 +1,136 @@
+"""The JobBook on a real SQLite file: what is shown before it is stored, and what is not."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from probe.book import TOUCH_STORED_EVERY, JobBook
+from probe.fold import JobRecord
+from probe.model import from_epoch, new_job
+from probe.store import SQLiteStore, StoredJob
+
+BASE = 1_700_000_000.0
+JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
+
+
+def record(probed_at: float, version: int = 1) -> JobRecord:
+    job = new_job(
+        job_id=JOB_ID,
+        namespace="default",
+        deployment_name="orders",
+        target="prod",
+        spec={},
+        now=from_epoch(BASE),
+    )
+    metadata = job.metadata.model_copy(update={"resource_version": version})
+    return JobRecord(job.model_copy(update={"metadata": metadata}), last_probe_at=probed_at)
+
+
+class SlowStore(SQLiteStore):
+    """Holds every write until `release` is set (a write in flight, from the event loop's view)."""
+
+    release: threading.Event
+    writing: threading.Event
+
+    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
+        self.writing.set()
+        self.release.wait(timeout=10)
+        super().write_batch(jobs)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore.open(tmp_path / "state.db") as opened:
+        yield opened
+
+
+def stored(store: SQLiteStore) -> dict[str, JobRecord]:
+    return {row.job_id: JobRecord.from_document(row.document) for row in store.load()}
+
+
+async def test_a_touch_is_shown_at_once_and_stored_only_at_shutdown(store: SQLiteStore) -> None:
+    book = JobBook(store)
+    book.put([record(BASE + 10)])
+    await book.commit()
+
+    book.touch([record(BASE + 20)])
+    assert book.exposed[JOB_ID].last_probe_at == BASE + 20
+    assert book.pending == 0
+    await book.commit()
+    assert stored(store)[JOB_ID].last_probe_at == BASE + 10
+
+    await book.commit(touched=True)
+    assert stored(store)[JOB_ID].last_probe_at == BASE + 20
+
+
+async def test_a_put_is_shown_only_once_stored(store: SQLiteStore) -> None:
+    book = JobBook(store)
+    book.put([record(BASE + 10)])
+    assert JOB_ID not in book.exposed
+    await book.commit()
+    assert book.exposed[JOB_ID].last_probe_at == BASE + 10
+
+
+async def test_a_touch_after_an_unstored_change_waits_with_it(store: SQLiteStore) -> None:
+    book = JobBook(store)
+    book.put([record(BASE + 10)])
+    await book.commit()
+    book.put([record(BASE + 20, version=2)])  # e.g. a new count: not shown until stored
+    book.touch([record(BASE + 30, version=2)])
+    assert book.exposed[JOB_ID].last_probe_at == BASE + 10
+    await book.commit()
+    assert book.exposed[JOB_ID].last_probe_at == BASE + 30
+    assert stored(store)[JOB_ID].last_probe_at == BASE + 30
+
+
+async def test_a_touch_while_the_job_is_being_written_waits_for_the_next_batch(
+    tmp_path: Path,
+) -> None:
+    with SlowStore.open(tmp_path / "state.db") as store:
+        store.release, store.writing = threading.Event(), threading.Event()
+        store.release.set()
+        book = JobBook(store)
+        book.put([record(BASE + 10)])
+        await book.commit()
+
+        store.release.clear()
+        store.writing.clear()
+        book.put([record(BASE + 20, version=2)])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(book.commit)
+            await anyio.to_thread.run_sync(store.writing.wait, 10)
+            book.touch([record(BASE + 30, version=2)])
+            assert book.exposed[JOB_ID].last_probe_at == BASE + 10, "shown before stored"
+            store.release.set()
+        assert book.exposed[JOB_ID].last_probe_at == BASE + 20
+        assert book.pending == 1
+        await book.commit()
+        assert book.exposed[JOB_ID].last_probe_at == BASE + 30
+
+
+async def test_a_touch_long_after_the_last_write_is_stored(store: SQLiteStore) -> None:
+    book = JobBook(store)
+    book.put([record(BASE)])
+    await book.commit()
+    book.touch([record(BASE + TOUCH_STORED_EVERY - 1)])
+    assert book.pending == 0
+    book.touch([record(BASE + TOUCH_STORED_EVERY)])
+    assert book.pending == 1
+    await book.commit()
+    assert stored(store)[JOB_ID].last_probe_at == BASE + TOUCH_STORED_EVERY
+
+
+async def test_a_loaded_job_is_touched_against_its_stored_time(store: SQLiteStore) -> None:
+    first = JobBook(store)
+    first.put([record(BASE)])
+    await first.commit()
+    loaded = JobBook.load(store)
+    loaded.touch([dataclasses.replace(record(BASE + TOUCH_STORED_EVERY))])
+    assert loaded.pending == 1
