@@ -169,16 +169,21 @@ def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldRes
         # The steady state of a running job, nearly every probe: nothing moves but the
         # probe's time (and maybe an unconfirmed raw). `fold_changed` would come to the same
         # Job at several times the cost.
-        only_times = record.missing_probes == 0 and _same_but_time(record.ledger, ledger)
+        only_times = record.missing_probes == 0 and _same_count(record.ledger, ledger)
         job = _touched(job, from_epoch(obs.at), stored=not only_times)
         record = replace(record, job=job, ledger=ledger, missing_probes=0, last_probe_at=obs.at)
         return FoldResult(record, (), stored=not only_times)
     return fold_changed(record, obs, settings, ledger)
 
 
-def _same_but_time(before: RestartLedger, after: RestartLedger) -> bool:
-    """Whether the ledger moved only in when its epoch was last seen."""
-    return replace(before, epoch_current_until=after.epoch_current_until) == after
+def _same_count(before: RestartLedger, after: RestartLedger) -> bool:
+    """Whether the ledger moved only in what probing learns again if the move is lost: when
+    the epoch was last seen, and raws awaiting confirmation. (The stored ledger is then a real
+    earlier state of this one, and the rule holds from any earlier state with fewer answers.)"""
+    return (
+        replace(before, epoch_current_until=after.epoch_current_until, pending=after.pending)
+        == after
+    )
 
 
 def _touched(job: Job, now: datetime, stored: bool) -> Job:

@@ -489,3 +489,28 @@ def test_final_jobs_never_leave(observations: list[Observation], data: st.DataOb
         assert result.record.job.state is ended.job.state
         assert result.record.job.status.failure == ended.job.status.failure
         assert result.record.job.metadata.terminated_at == ended.job.metadata.terminated_at
+
+
+@budget(ci=400, deep=10_000)
+@given(runs(), st.data())
+def test_a_crash_that_loses_the_unstored_times_lowers_no_count(
+    run: Run, data: st.DataObject
+) -> None:
+    """Records that moved only in their times are shown before they are stored. A `kill -9`
+    reloads the last stored record instead: folding on from it, no count ever shown before the
+    crash goes down, and the count stays within the truth."""
+    crash_after = data.draw(st.integers(0, len(run.answers)), label="crash after probe")
+    settings = SETTINGS_FOR(run)
+    record = stored = starting(created=BASE)
+    shown = 0
+    with described(run):
+        for index, answer in enumerate(run.answers):
+            if index == crash_after:
+                record = JobRecord.from_document(stored.to_document())
+            result = fold(record, run.observation(answer), settings)
+            record = result.record
+            if result.stored:
+                stored = record
+            assert record.ledger.observed >= shown, "a count shown before the crash went down"
+            assert record.ledger.observed <= run.true_count(answer)
+            shown = max(shown, record.ledger.observed)
