@@ -9,10 +9,12 @@ committed, the HTTP server closes, and ``run`` returns 0. A second signal skips 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -69,7 +71,8 @@ class Daemon:
         config = self.config
         store = await anyio.to_thread.run_sync(open_store, config.state.path)
         try:
-            return await self._run_with_store(store)
+            with _garbage_collector_tuned():
+                return await self._run_with_store(store)
         finally:
             store.close()
 
@@ -268,6 +271,28 @@ class Daemon:
                 lags=Lags(target.overview_max_age, target.metrics_max_age),
             ),
         )
+
+
+# Collect the youngest generation after this many new container objects (Python's default is
+# 700): the daemon's garbage is nearly all acyclic and freed by reference counting.
+GC_YOUNG_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _garbage_collector_tuned() -> Iterator[None]:
+    """Thousands of Jobs keep millions of objects alive, and every cyclic collection walks
+    them: at 10,000 Jobs that was about a third of a steady probe's CPU. Modules, settings and
+    the loaded state live as long as the daemon: move them out of the collector's view, and
+    collect less often. Undone on the way out (the daemon also runs inside test processes)."""
+    gc.collect()
+    gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def _summary(book: JobBook, scheduler: Scheduler) -> str:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, replace
+import operator
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -171,8 +172,7 @@ def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldRes
         # Job at several times the cost.
         only_times = record.missing_probes == 0 and _same_count(record.ledger, ledger)
         job = _touched(job, from_epoch(obs.at), stored=not only_times)
-        record = replace(record, job=job, ledger=ledger, missing_probes=0, last_probe_at=obs.at)
-        return FoldResult(record, (), stored=not only_times)
+        return FoldResult(JobRecord(job, ledger, 0, obs.at), (), stored=not only_times)
     return fold_changed(record, obs, settings, ledger)
 
 
@@ -180,10 +180,12 @@ def _same_count(before: RestartLedger, after: RestartLedger) -> bool:
     """Whether the ledger moved only in what probing learns again if the move is lost: when
     the epoch was last seen, and raws awaiting confirmation. (The stored ledger is then a real
     earlier state of this one, and the rule holds from any earlier state with fewer answers.)"""
-    return (
-        replace(before, epoch_current_until=after.epoch_current_until, pending=after.pending)
-        == after
-    )
+    return _count_fields(before) == _count_fields(after)
+
+
+_count_fields: Final = operator.attrgetter(
+    *(f.name for f in fields(RestartLedger) if f.name not in ("epoch_current_until", "pending"))
+)
 
 
 def _touched(job: Job, now: datetime, stored: bool) -> Job:
@@ -316,7 +318,10 @@ def replace_model(model: _M, **changes: Any) -> _M:
     values = model.__dict__.copy()
     values.update(changes)
     object.__setattr__(copied, "__dict__", values)
-    object.__setattr__(copied, "__pydantic_fields_set__", model.model_fields_set | changes.keys())
+    fields_set = model.__pydantic_fields_set__
+    if not changes.keys() <= fields_set:
+        fields_set = fields_set | changes.keys()  # a frozen model never changes its own set
+    object.__setattr__(copied, "__pydantic_fields_set__", fields_set)
     object.__setattr__(copied, "__pydantic_extra__", model.__pydantic_extra__)
     object.__setattr__(copied, "__pydantic_private__", model.__pydantic_private__)
     return copied

@@ -100,10 +100,23 @@ class Prober:
         self._reads.keep_only({record.job.flink_job_id for record in records})
         metrics_gap = math.inf
         if any(read for _, _, read in planned):
-            if self._previous_metrics_round is not None:
+            if self._previous_metrics_round is None:
+                # The first reads' age is unknown, so none of them can be credited: one read
+                # wakes Flink's metric fetcher (it fetches the whole cluster's metrics when
+                # asked), the next round's reads count. At start-up that is one request per
+                # target instead of one per Job.
+                first = next(i for i, (_, _, read) in enumerate(planned) if read)
+                planned = [(r, e, read and i == first) for i, (r, e, read) in enumerate(planned)]
+            else:
                 metrics_gap = max(0.0, sent - self._previous_metrics_round - self.lags.interval)
             self._previous_metrics_round = sent
-        queue = iter(planned)  # shared by the workers: each Job is taken once
+        requesting = []
+        for record, entry, read in planned:
+            if entry is None or read or _wants_failure_message(record, entry):
+                requesting.append((record, entry, read))
+            else:  # nothing to ask: most Jobs of a quiet cluster
+                self._observe(result, record, entry, result.overview_sent)
+        queue = iter(requesting)  # shared by the workers: each Job is taken once
 
         async def worker() -> None:
             for record, entry, read in queue:
@@ -112,7 +125,7 @@ class Prober:
                 )
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(self._concurrency, len(records))):
+            for _ in range(min(self._concurrency, len(requesting))):
                 tg.start_soon(worker)
 
     async def _probe_job(
@@ -148,15 +161,31 @@ class Prober:
                 result.errors.append(("metrics", error))
 
         message: str | None = None
-        if entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final:
+        if _wants_failure_message(record, entry):
             try:
                 message = await self._call(result, self.client.newest_exception, fid)
             except FlinkError as error:
                 result.errors.append(("exceptions", error))
+        self._observe(result, record, entry, status_sent, raw, metrics_sent, metrics_gap, message)
 
+    def _observe(
+        self,
+        result: RoundResult,
+        record: JobRecord,
+        entry: OverviewEntry,
+        status_sent: float,
+        raw: int | None = None,
+        metrics_sent: float = 0.0,
+        metrics_gap: float = math.inf,
+        message: str | None = None,
+    ) -> None:
+        """The Job's observation, now, from its overview entry and what its requests got."""
         now = self._clock()
-        raw_max_age = self.lags.metrics_max_age + metrics_gap + (now - metrics_sent)
-        self._reads.saw(fid, _signature(entry), now, raw, raw_max_age)
+        # How old the value may be: the metric store's lag, plus the time since it was asked.
+        raw_max_age = math.inf
+        if raw is not None:
+            raw_max_age = self.lags.metrics_max_age + metrics_gap + (now - metrics_sent)
+        self._reads.saw(record.job.flink_job_id, _signature(entry), now, raw, raw_max_age)
         result.observations[record.job.id] = Observation(
             at=now,
             presence=Presence.FOUND,
@@ -173,6 +202,11 @@ class Prober:
     ) -> T:
         result.requests += 1
         return await request(*args)
+
+
+def _wants_failure_message(record: JobRecord, entry: OverviewEntry) -> bool:
+    """A Job Flink reports FAILED gets Flink's reason, unless it is final already."""
+    return entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final
 
 
 def _signature(entry: OverviewEntry) -> Signature | None:
