@@ -215,9 +215,9 @@ class JobSeriesRenderer:
         the whole body and gives the event loop a turn between pieces."""
         now = self._clock()
         shown = [r for r in list(self._book.exposed.values()) if self._shown(r, now)]
-        texts = [self._text(record) for record in shown]
         for gone in self._cache.keys() - {record.job.id for record in shown}:
             del self._cache[gone]
+        texts: list[_JobText] = []  # made piece by piece too, with the first family's pieces
         for family, line in (
             (RESTARTS, _restarts_line),
             (STATUS, _status_lines),
@@ -227,6 +227,7 @@ class JobSeriesRenderer:
             yield family.header(openmetrics)
             for start in range(0, len(shown), jobs_per_chunk):
                 end = start + jobs_per_chunk
+                texts.extend(self._text(record) for record in shown[len(texts) : end])
                 yield "".join(map(line, shown[start:end], texts[start:end]))
 
     def _text(self, record: JobRecord) -> _JobText:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import anyio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
@@ -130,6 +131,9 @@ class Api:
             data = compressor.compress(piece) if compressor is not None else piece
             if data:
                 await response.write(data)
+            # A write returns without a turn of the loop while the socket takes it (and gzip
+            # often has nothing to write yet): give the probe rounds their turn explicitly.
+            await anyio.lowlevel.checkpoint()
         if compressor is not None:
             await response.write(compressor.flush())
         await response.write_eof()
