@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import anyio
-import anyio.lowlevel
 import pytest
+from simulation import BASE
+from test_fold import JOB_ID, starting
 
 from probe.book import TOUCH_STORED_EVERY, JobBook
 from probe.fold import JobRecord
-from probe.model import from_epoch, new_job
 from probe.store import SQLiteStore, StoredJob
-
-BASE = 1_700_000_000.0
-JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
 
 
 def record(probed_at: float, version: int = 1) -> JobRecord:
-    job = new_job(
-        job_id=JOB_ID,
-        namespace="default",
-        deployment_name="orders",
-        target="prod",
-        spec={},
-        now=from_epoch(BASE),
-    )
+    job = starting(created=BASE).job
     metadata = job.metadata.model_copy(update={"resource_version": version})
     return JobRecord(job.model_copy(update={"metadata": metadata}), last_probe_at=probed_at)
 
@@ -132,5 +121,5 @@ async def test_a_loaded_job_is_touched_against_its_stored_time(store: SQLiteStor
     first.put([record(BASE)])
     await first.commit()
     loaded = JobBook.load(store)
-    loaded.touch([dataclasses.replace(record(BASE + TOUCH_STORED_EVERY))])
+    loaded.touch([record(BASE + TOUCH_STORED_EVERY)])
     assert loaded.pending == 1
