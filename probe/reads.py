@@ -48,10 +48,8 @@ class ReadPlan:
 
     def wants(self, jid: str, signature: Signature | None, now: float) -> bool:
         """Whether this round should ask the job's ``numRestarts``."""
-        track = self._tracks.get(jid)
-        if track is None or signature is None or track.signature != signature:
-            return True
-        if track.covered_from < track.changed_at:
+        track = self._track(jid, signature)
+        if track is None or track.covered_from < track.changed_at:
             return True
         return self._refresh_due(jid, track.last_read_at, now)
 
@@ -64,12 +62,19 @@ class ReadPlan:
         max_age: float,
     ) -> None:
         """Record a probe's observation at ``at``: its signature, and the read if it answered."""
-        track = self._tracks.get(jid)
-        if track is None or signature is None or track.signature != signature:
+        track = self._track(jid, signature)
+        if track is None:
             track = self._tracks[jid] = _Track(signature, at)
         if num_restarts is not None:
             track.last_read_at = at
             track.covered_from = max(track.covered_from, at - max_age)
+
+    def _track(self, jid: str, signature: Signature | None) -> _Track | None:
+        """The job's track if it is of this signature (an unknown signature is always new)."""
+        track = self._tracks.get(jid)
+        if track is None or signature is None or track.signature != signature:
+            return None
+        return track
 
     def keep_only(self, jids: set[str]) -> None:
         """Forget the Jobs no longer probed (ended, settled, removed)."""

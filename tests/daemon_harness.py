@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.client import HTTPResponse
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -200,11 +201,15 @@ class ProbeClient:
             self.base_url + path, method=method, headers=dict(headers or {})
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with self._open(request) as response:
                 return Answer(response.status, dict(response.headers.items()), response.read())
         except urllib.error.HTTPError as error:
             with error:
                 return Answer(error.code, dict(error.headers.items()), error.read())
+
+    def _open(self, request: urllib.request.Request) -> HTTPResponse:
+        response: HTTPResponse = urllib.request.urlopen(request, timeout=self.timeout)
+        return response
 
     def get_json(self, path: str) -> tuple[int, Any]:
         answer = self.request(path)

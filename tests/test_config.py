@@ -363,6 +363,21 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
             id="negative-max-age",
         ),
         pytest.param(
+            "probe: {metrics_refresh: -5s}",
+            {},
+            ["probe.metrics_refresh: must not be negative, got '-5s'"],
+            id="negative-metrics-refresh",
+        ),
+        pytest.param(
+            "",
+            {"FLINK_PROBE_PROBE__METRICS_REFRESH": "soon"},
+            [
+                "probe.metrics_refresh: invalid duration 'soon': use e.g. 500ms, 1.5s, 10s, 5m, "
+                "1h, or a number of seconds (from FLINK_PROBE_PROBE__METRICS_REFRESH)"
+            ],
+            id="metrics-refresh-env",
+        ),
+        pytest.param(
             TARGET_A + f"jobs: [{{id: {JOB_ID}, target: prod, deployment: orders}}]",
             {},
             ["jobs[0].target: unknown target 'prod' (declared: local)"],

@@ -27,13 +27,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http.client import HTTPResponse
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
 from daemon_harness import (
     REPO,
-    Answer,
     Metrics,
     ProbeClient,
     daemon_config,
@@ -78,18 +78,8 @@ def record_result(line: str) -> None:
 class LoopbackProbeClient(ProbeClient):
     """The daemon's HTTP API, never through an `http_proxy` of the environment."""
 
-    def request(
-        self, path: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
-    ) -> Answer:
-        request = urllib.request.Request(
-            self.base_url + path, method=method, headers=dict(headers or {})
-        )
-        try:
-            with urlopen(request, timeout=self.timeout) as response:
-                return Answer(response.status, dict(response.headers.items()), response.read())
-        except urllib.error.HTTPError as error:
-            with error:
-                return Answer(error.code, dict(error.headers.items()), error.read())
+    def _open(self, request: urllib.request.Request) -> HTTPResponse:
+        return urlopen(request, timeout=self.timeout)
 
 
 def _daemon_environment() -> dict[str, str]:
