@@ -11,7 +11,7 @@ import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -176,26 +176,13 @@ def _label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-@dataclass(slots=True)
-class _JobText:
-    """A Job's sample lines, rebuilt only when the parts they come from change."""
-
-    record: JobRecord
-    labels: tuple[str, str]
-    """The label set split around the enum label: ``name{<before>,status="X",<after>}``."""
-    state: JobState
-    state_lines: str
-    status: FlinkJobStatus | None
-    status_lines: str
-
-
 class JobSeriesRenderer:
     """The per-Job families as exposition text, from the committed records.
 
     A scrape of 10,000 Jobs is about 200,000 series; formatting them through
-    prometheus_client's generic path costs seconds. Most of a Job's lines change rarely
-    (its labels, state and status), so they are kept as text per Job and only the restart
-    count and last-probe lines are formatted at scrape time.
+    prometheus_client's generic path costs seconds. A Job's label set never changes, so it is
+    kept as text; its 18 state and status lines are one join of that text with pieces made
+    once per value (``_enum_pieces``), and its count and last-probe lines one f-string each.
     """
 
     def __init__(
@@ -204,7 +191,8 @@ class JobSeriesRenderer:
         self._book = book
         self._retention = retention
         self._clock = clock
-        self._cache: dict[str, _JobText] = {}
+        self._labels: dict[str, str] = {}
+        """Job id -> its label set (``JobSeriesRenderer._label_set``)."""
 
     def render(self, openmetrics: bool = False) -> str:
         return "".join(self.chunks(openmetrics))
@@ -215,10 +203,10 @@ class JobSeriesRenderer:
         the whole body and gives the event loop a turn between pieces."""
         now = self._clock()
         shown = [r for r in list(self._book.exposed.values()) if self._shown(r, now)]
-        for gone in self._cache.keys() - {record.job.id for record in shown}:
-            del self._cache[gone]
-        texts: list[_JobText] = []  # made piece by piece too, with the first family's pieces
-        for family, line in (
+        for gone in self._labels.keys() - {record.job.id for record in shown}:
+            del self._labels[gone]
+        labels: list[str] = []  # made piece by piece too, with the first family's pieces
+        for family, lines in (
             (RESTARTS, _restarts_line),
             (STATUS, _status_lines),
             (STATE, _state_lines),
@@ -227,35 +215,22 @@ class JobSeriesRenderer:
             yield family.header(openmetrics)
             for start in range(0, len(shown), jobs_per_chunk):
                 end = start + jobs_per_chunk
-                texts.extend(self._text(record) for record in shown[len(texts) : end])
-                yield "".join(map(line, shown[start:end], texts[start:end]))
+                labels.extend(map(self._label_set, shown[len(labels) : end]))
+                yield "".join(map(lines, shown[start:end], labels[start:end]))
 
-    def _text(self, record: JobRecord) -> _JobText:
+    def _label_set(self, record: JobRecord) -> str:
+        """The Job's labels but the enum one, as text (they never change for a Job)."""
         job = record.job
-        cached = self._cache.get(job.id)
-        if cached is not None and cached.record is record:
-            return cached
-        started = job.status.started
-        current = started.observed_flink_job_status if started else None
-        if cached is None:
+        labels = self._labels.get(job.id)
+        if labels is None:
             meta = job.metadata
-            before = (
+            labels = self._labels[job.id] = (
                 f'deployment="{_label_value(meta.deployment_name)}",'
                 f'flink_job_id="{job.flink_job_id}",job_id="{job.id}",'
-                f'namespace="{_label_value(meta.namespace)}"'
+                f'namespace="{_label_value(meta.namespace)}",'
+                f'target="{_label_value(job.target)}"'
             )
-            after = f'target="{_label_value(job.target)}"'
-            cached = _JobText(record, (before, after), job.state, "", None, "")
-            cached.state_lines = _enum_lines(STATE.name, "state", cached.labels, job.state)
-        if cached.state is not job.state:
-            cached.state = job.state
-            cached.state_lines = _enum_lines(STATE.name, "state", cached.labels, job.state)
-        if current is not None and (cached.status is not current or not cached.status_lines):
-            cached.status = current
-            cached.status_lines = _enum_lines(STATUS.name, "status", cached.labels, current)
-        cached.record = record
-        self._cache[job.id] = cached
-        return cached
+        return labels
 
     def _shown(self, record: JobRecord, now: float) -> bool:
         """Final Jobs stay in /metrics for the retention period after they ended."""
@@ -263,40 +238,48 @@ class JobSeriesRenderer:
         return ended is None or now - ended.timestamp() <= self._retention
 
 
-def _plain(text: _JobText) -> str:
-    return "{" + text.labels[0] + "," + text.labels[1] + "}"
-
-
-def _restarts_line(record: JobRecord, text: _JobText) -> str:
+def _restarts_line(record: JobRecord, labels: str) -> str:
     started = record.job.status.started
     if started is None:
         return ""
-    return f"{RESTARTS.name}_total{_plain(text)} {float(started.observed_flink_job_restarts)!r}\n"
+    return f"{RESTARTS.name}_total{{{labels}}} {float(started.observed_flink_job_restarts)!r}\n"
 
 
-def _status_lines(record: JobRecord, text: _JobText) -> str:
-    return text.status_lines if record.job.status.started is not None else ""
+def _status_lines(record: JobRecord, labels: str) -> str:
+    started = record.job.status.started
+    if started is None:
+        return ""
+    return labels.join(_STATUS_PIECES[started.observed_flink_job_status])
 
 
-def _state_lines(record: JobRecord, text: _JobText) -> str:
-    return text.state_lines
+def _state_lines(record: JobRecord, labels: str) -> str:
+    return labels.join(_STATE_PIECES[record.job.state])
 
 
-def _last_probe_line(record: JobRecord, text: _JobText) -> str:
+def _last_probe_line(record: JobRecord, labels: str) -> str:
     if record.last_probe_at is None:
         return ""
-    return f"{LAST_PROBE.name}{_plain(text)} {float(record.last_probe_at)!r}\n"
+    return f"{LAST_PROBE.name}{{{labels}}} {float(record.last_probe_at)!r}\n"
 
 
-def _enum_lines(
-    name: str, label: str, labels: tuple[str, str], current: JobState | FlinkJobStatus
-) -> str:
-    values = JobState if isinstance(current, JobState) else FlinkJobStatus
-    before, after = labels
-    return "".join(
-        f'{name}{{{before},{label}="{value.value}",{after}}} {_ONE if value is current else _ZERO}'
-        for value in values
-    )
+_E = TypeVar("_E", JobState, FlinkJobStatus)
+_LABEL_SET: Final = "\0"  # where a Job's label set goes; never in the text itself
 
 
-_ONE, _ZERO = "1.0\n", "0.0\n"
+def _enum_pieces(family: _Family, label: str, values: type[_E]) -> dict[_E, list[str]]:
+    """Per current value, a Job's lines of an enum family (one per value, 1 for the current
+    one) cut where its label set goes: ``label_set.join(pieces)`` is the text. The enum label
+    comes last so a line has one per-Job part. A scrape joins about 20,000 of these; keeping
+    18 lines of text per Job instead held 34 MiB at 10,000 Jobs."""
+    return {
+        current: "".join(
+            f'{family.name}{{{_LABEL_SET},{label}="{value.value}"}} '
+            f"{'1.0' if value is current else '0.0'}\n"
+            for value in values
+        ).split(_LABEL_SET)
+        for current in values
+    }
+
+
+_STATUS_PIECES: Final = _enum_pieces(STATUS, "status", FlinkJobStatus)
+_STATE_PIECES: Final = _enum_pieces(STATE, "state", JobState)

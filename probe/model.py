@@ -123,7 +123,8 @@ def format_rfc3339(value: datetime) -> str:
 
 
 def from_epoch(seconds: float) -> datetime:
-    return utc(datetime.fromtimestamp(seconds, UTC))
+    value = datetime.fromtimestamp(seconds, UTC)  # already aware UTC: only the ms cut of `utc`
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 Timestamp = Annotated[

@@ -181,18 +181,23 @@ class Scheduler:
                 if record.job.discovered or record.job.id in self.declared
             ]
             if result.overview is not None and target.discover:
-                records.extend(self._discover(target, result.overview))
+                records.extend(self._discover(target, result.overview, records))
             await target.prober.probe_jobs(result, records)
             folded = [self._fold(target, record, result) for record in records]
             self.book.put([f.record for f in folded if f.stored])
             self.book.touch([f.record for f in folded if not f.stored])
             self._account(target, result, time.monotonic() - began, len(records))
 
-    def _discover(self, target: Target, overview: list[OverviewEntry]) -> list[JobRecord]:
+    def _discover(
+        self, target: Target, overview: list[OverviewEntry], probing: list[JobRecord]
+    ) -> list[JobRecord]:
         """New Jobs for Flink jobs of the cluster the daemon does not know yet."""
         now = from_epoch(self._clock())
         found = []
+        known = {record.job.flink_job_id for record in probing}  # most of the overview
         for entry in overview:
+            if entry.jid in known:
+                continue
             try:
                 job_id = job_id_from_jid(entry.jid)
             except InvalidJobId:

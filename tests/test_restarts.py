@@ -266,6 +266,26 @@ def test_terminal_job_without_metrics_settles_after_give_up() -> None:
     assert observe(ledger, BASE + 1000, Sighting(epoch=2, raw=9, raw_max_age=0.0), LAGS) == ledger
 
 
+@budget(ci=300, deep=10_000)
+@given(runs(), st.data())
+def test_the_steady_shortcut_comes_to_the_rules_steps(run: Run, data: st.DataObject) -> None:
+    """observe() skips the rule's steps for a sighting of the current epoch with no raw and no
+    end (most probes, as the read plan leaves most rounds without a read): on every probe of
+    every history, with the metric read or not, it must come to the ledger the steps give."""
+    from probe.restarts import _steps
+
+    read = data.draw(st.lists(st.booleans(), min_size=len(run.answers), max_size=len(run.answers)))
+    ledger = RestartLedger()
+    for answer, asked in zip(run.answers, read, strict=True):
+        if not asked:
+            answer = Answer(answer.at, answer.overview_at, None, math.inf, answer.overview_max_age)
+        sighting = run.sighting(answer)
+        after = observe(ledger, answer.at, sighting, run.lags)
+        steps = ledger if ledger.settled else _steps(ledger, answer.at, sighting, run.lags)
+        assert after == steps
+        ledger = after
+
+
 def test_the_working_draft_has_the_ledgers_fields() -> None:
     """observe() works on a mutable copy of the ledger, built field by field in order."""
     from dataclasses import fields
