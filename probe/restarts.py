@@ -199,7 +199,7 @@ def _steps(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) ->
 class _Draft:
     """A RestartLedger being worked on: one probe's steps mutate it, then it is frozen again
     (building a frozen dataclass per step costs more than the rule itself). Its fields are
-    the ledger's, in order (a test checks), copied by name in `observe`: at thousands of
+    the ledger's, in order (a test checks), copied by name in `_steps`: at thousands of
     Jobs a probe, generic copying showed in the profile."""
 
     epoch: int | None

@@ -32,7 +32,8 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 def shown_as(record: JobRecord, state: JobState, status: FlinkJobStatus) -> JobRecord:
-    """The record with its state and observed status set (whether reachable or not)."""
+    """The record with its state and observed status set (whether reachable or not), and a
+    deployment name whose label value needs escaping."""
     job = record.job
     started = job.status.started
     assert started is not None
