@@ -22,7 +22,7 @@ def main() -> int:
 
         uvloop.install()
         argv = argv[1:]
-    from probe.logs import configure
+    from probe._cogs.logs import configure
 
     configure("debug", "json")
     from probe.cli import main as daemon_main

@@ -4,11 +4,11 @@ The pure core is importable on its own: the Job resource model, the state machin
 restart lower bound and folding an observation into a Job.
 """
 
-from ._version import __version__
-from .fold import FoldSettings, JobRecord, Observation, Presence, fold
-from .model import FailureReason, FlinkJobStatus, Job, JobState
-from .restarts import Lags, RestartLedger, Sighting, observe
-from .states import TRANSITIONS, IllegalTransition, route
+from probe._core.fold import FoldSettings, JobRecord, Observation, Presence, fold
+from probe._core.model import FailureReason, FlinkJobStatus, Job, JobState
+from probe._core.restarts import Lags, RestartLedger, Sighting, observe
+from probe._core.states import TRANSITIONS, IllegalTransition, route
+from probe._version import __version__
 
 __all__ = [
     "TRANSITIONS",

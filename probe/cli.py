@@ -13,11 +13,11 @@ from pathlib import Path
 
 import anyio
 
-from ._version import __version__
-from .config import Config, ConfigError, dump_effective, load_config
-from .logs import configure, get_logger
-from .model import JobState
-from .store import StoreError
+from probe._cogs.logs import configure, get_logger
+from probe._config.models import Config, ConfigError, dump_effective, load_config
+from probe._core.model import JobState
+from probe._store.sqlite import StoreError
+from probe._version import __version__
 
 EXIT_OK = 0
 EXIT_RUNTIME = 1
@@ -72,11 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # These two need no configuration: a bad FLINK_PROBE_* variable must not block them.
     if args.command == "demo":
-        from .demo import main as demo
+        from probe._commands.demo import main as demo
 
         return demo(port=args.port, duration=args.duration)
     if args.command == "jobs":
-        from .jobs_command import list_jobs
+        from probe._commands.jobs import list_jobs
 
         return list_jobs(args.url, namespace=args.namespace, state=args.state, output=args.output)
     try:
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: Config, config_path: Path | None = None) -> int:
-    from .daemon import Daemon
+    from probe._commands.run import Daemon
 
     configure(config.logging.level, config.logging.format)
     log = get_logger("flink_probe")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.fakeflink import FakeCluster, FakeFlinkServer
+from probe.testing import FakeCluster, FakeFlinkServer
 
 
 @pytest.fixture

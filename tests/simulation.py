@@ -35,10 +35,10 @@ from typing import Any, Protocol, TypeVar
 from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 
-from probe.fold import Observation, Presence
-from probe.model import FlinkJobStatus
-from probe.reads import ReadPlan, Signature
-from probe.restarts import Lags, RestartLedger, Sighting, observe
+from probe._core.fold import Observation, Presence
+from probe._core.model import FlinkJobStatus
+from probe._core.reads import ReadPlan, Signature
+from probe._core.restarts import Lags, RestartLedger, Sighting, observe
 
 TICK = 0.25
 """Seconds per tick; every simulated time is a whole number of ticks after BASE."""

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from probe.store import SQLiteStore, StoredJob, StoreError
+from probe._store.sqlite import SQLiteStore, StoredJob, StoreError
 
 JOB_COUNT = 20
 

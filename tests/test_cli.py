@@ -24,7 +24,7 @@ from daemon_harness import (
 )
 
 from probe._version import __version__
-from probe.fakeflink import FakeCluster, FaultKind, serve_in_thread
+from probe.testing import FakeCluster, FaultKind, serve_in_thread
 
 MESSAGE_PREFIX = "flink-probe: "
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from tls_helpers import Authority
 
-from probe.config import (
+from probe._config.models import (
     Config,
     ConfigError,
     JobConfig,
@@ -29,7 +29,7 @@ from probe.config import (
     parse_duration,
     redacted_dict,
 )
-from probe.flink import BasicCredentials, BearerToken
+from probe._flink.client import BasicCredentials, BearerToken
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"

@@ -35,7 +35,7 @@ from daemon_harness import (
     wait_until,
 )
 
-from probe.fakeflink import Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
+from probe.testing import Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
 
 
 def parse_time(text: str) -> datetime:

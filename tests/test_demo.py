@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from daemon_harness import ProbeClient, free_port, wait_for
 
-from probe.demo import CLEAR_SCREEN, JIDS, run_demo
+from probe._commands.demo import CLEAR_SCREEN, JIDS, run_demo
 
 SPEED = 4.0
 STORY_DEADLINE = 20.0

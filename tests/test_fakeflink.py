@@ -16,7 +16,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from probe.fakeflink import (
+from probe._core.model import FlinkJobStatus
+from probe._flink.client import FailureKind, FlinkClient, FlinkError
+from probe.testing import (
     DEMO_JOBS,
     Endpoint,
     FakeCluster,
@@ -25,8 +27,6 @@ from probe.fakeflink import (
     FaultKind,
     serve_in_thread,
 )
-from probe.flink import FailureKind, FlinkClient, FlinkError
-from probe.model import FlinkJobStatus
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 REST = REFERENCE / "flink-2.3.0-rest"
@@ -486,7 +486,7 @@ def test_served_from_a_thread() -> None:
 
 def test_command_serves_the_demo_scenario() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "probe.fakeflink", "--port", "0"],
+        [sys.executable, "-m", "probe.testing", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},

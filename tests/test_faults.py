@@ -45,7 +45,7 @@ from daemon_harness import (
 )
 from tls_helpers import Authority, KeyPair, server_context
 
-from probe.fakeflink import ANY_ENDPOINT, Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
+from probe.testing import ANY_ENDPOINT, Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
 
 INTERVAL: Final = 0.5
 GRACE: Final = 3

@@ -16,9 +16,9 @@ from aiohttp.client_reqrep import ConnectionKey
 from aioresponses import aioresponses
 from yarl import URL
 
-from probe.fakeflink import Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
-from probe.flink import FailureKind, FlinkClient, FlinkError, OverviewEntry
-from probe.model import FlinkJobStatus
+from probe._core.model import FlinkJobStatus
+from probe._flink.client import FailureKind, FlinkClient, FlinkError, OverviewEntry
+from probe.testing import Endpoint, FakeCluster, FakeFlinkServer, Fault, FaultKind
 
 BASE = "http://flink.example:8081"
 JID = "018212e45da3a0cce413edc0a12d63c1"

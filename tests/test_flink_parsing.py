@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probe.flink import (
+from probe._core.model import FlinkJobStatus
+from probe._flink.client import (
     MAX_EXCEPTION_MESSAGE_CHARS,
     FailureKind,
     FlinkError,
@@ -22,7 +23,6 @@ from probe.flink import (
     parse_num_restarts,
     parse_overview,
 )
-from probe.model import FlinkJobStatus
 
 # In CI the repository is cloned next to a copy of `shared/`.
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from simulation import BASE, Run, budget, described, runs
 
-from probe.fold import (
+from probe._core.fold import (
     FoldResult,
     FoldSettings,
     JobRecord,
@@ -24,8 +24,8 @@ from probe.fold import (
     fold_changed,
     replace_model,
 )
-from probe.model import FailureReason, FlinkJobStatus, JobState, from_epoch, new_job
-from probe.restarts import Lags
+from probe._core.model import FailureReason, FlinkJobStatus, JobState, from_epoch, new_job
+from probe._core.restarts import Lags
 
 S = JobState
 F = FlinkJobStatus

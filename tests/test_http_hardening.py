@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import DaemonHandle, daemon_config, dashed, running_daemon, target
 
-from probe.fakeflink import FakeFlinkServer
+from probe.testing import FakeFlinkServer
 
 ANSWER_DEADLINE = 5.0
 HOST = b"Host: 127.0.0.1\r\n"
@@ -209,7 +209,7 @@ def test_unparseable_requests_are_not_logged_as_errors_above_debug() -> None:
 
     from aiohttp.http_exceptions import BadHttpMessage
 
-    from probe.logs import _drop_malformed_request_errors
+    from probe._cogs.logs import _drop_malformed_request_errors
 
     def record(error: Exception) -> logging.LogRecord:
         try:

@@ -32,8 +32,8 @@ from daemon_harness import (
     wait_for,
 )
 
-from probe.fakeflink import DEMO_JOBS, FakeCluster, FakeFlinkServer, demo_cluster
-from probe.jobs_command import TABLE_HEADERS, OutputFormat, list_jobs
+from probe._commands.jobs import TABLE_HEADERS, OutputFormat, list_jobs
+from probe.testing import DEMO_JOBS, FakeCluster, FakeFlinkServer, demo_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

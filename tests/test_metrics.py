@@ -16,11 +16,11 @@ from prometheus_client.samples import Sample
 from simulation import BASE
 from test_fold import JOB_ID, found, last, starting
 
-from probe.book import JobBook
-from probe.fold import JobRecord, replace_model
-from probe.metrics import JobSeriesRenderer
-from probe.model import FlinkJobStatus, JobState
-from probe.store import SQLiteStore
+from probe._core.fold import JobRecord, replace_model
+from probe._core.model import FlinkJobStatus, JobState
+from probe._runtime.book import JobBook
+from probe._store.sqlite import SQLiteStore
+from probe._web.metrics import JobSeriesRenderer
 
 AWKWARD = 'orders "eu"\\west\nline two'
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from simulation import budget
 
-from probe.model import (
+from probe._core.model import (
     FailureReason,
     FlinkJobStatus,
     InvalidJobId,

@@ -31,9 +31,9 @@ from openapi_spec_validator import validate
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.generation.case import Case
 
-from probe.fakeflink import FakeCluster, serve_in_thread
-from probe.model import Job
-from probe.openapi import JOB_PATH, JOBS_PATH, OPENAPI_PATH, WRITE_METHODS, openapi_document
+from probe._core.model import Job
+from probe._web.openapi import JOB_PATH, JOBS_PATH, OPENAPI_PATH, WRITE_METHODS, openapi_document
+from probe.testing import FakeCluster, serve_in_thread
 
 JIDS = {
     "orders": "3f1da3c86f22430f9200eda014ea5319",

@@ -37,8 +37,8 @@ from daemon_harness import (
     write_config,
 )
 
-from probe.config import ConfigError, load_config
-from probe.fakeflink import FakeCluster, FakeFlinkServer, demo_cluster, serve_in_thread
+from probe._config.models import ConfigError, load_config
+from probe.testing import FakeCluster, FakeFlinkServer, demo_cluster, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "config" / "systemd" / "flink-probe.service"
@@ -123,7 +123,7 @@ def test_systemd_unit_is_a_hardened_notify_service() -> None:
         [value] = settings[key]
         return value
 
-    assert one("Type") == "notify"  # the daemon sends READY=1 through probe.sdnotify
+    assert one("Type") == "notify"  # the daemon sends READY=1 through probe._cogs.sdnotify
     assert one("NotifyAccess") == "main"
     assert one("WatchdogSec") == "30s"
     assert one("Restart") == "on-failure"

@@ -8,11 +8,11 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 
-from probe.book import JobBook
+from probe._config.models import Config, JobConfig, TargetConfig
+from probe._core.states import mermaid
+from probe._runtime.book import JobBook
+from probe._web.metrics import JOB_FAMILIES, DaemonMetrics, StateCollector
 from probe.cli import build_parser
-from probe.config import Config, JobConfig, TargetConfig
-from probe.metrics import JOB_FAMILIES, DaemonMetrics, StateCollector
-from probe.states import mermaid
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -24,9 +24,9 @@ from simulation import (
     with_quiet_tail,
 )
 
-from probe.model import FlinkJobStatus
-from probe.reads import ReadPlan, Signature
-from probe.restarts import RestartLedger
+from probe._core.model import FlinkJobStatus
+from probe._core.reads import ReadPlan, Signature
+from probe._core.restarts import RestartLedger
 
 
 def quiet_tail(run: Run, data: st.DataObject) -> Run:

@@ -33,7 +33,7 @@ from simulation import (
     tick_of,
 )
 
-from probe.restarts import Lags, PendingRaw, RestartLedger, Sighting, observe
+from probe._core.restarts import Lags, PendingRaw, RestartLedger, Sighting, observe
 
 
 def json_round_trip(ledger: RestartLedger) -> RestartLedger:
@@ -272,7 +272,7 @@ def test_the_steady_shortcut_comes_to_the_rules_steps(run: Run, data: st.DataObj
     """observe() skips the rule's steps for a sighting of the current epoch with no raw and no
     end (most probes, as the read plan leaves most rounds without a read): on every probe of
     every history, with the metric read or not, it must come to the ledger the steps give."""
-    from probe.restarts import _steps
+    from probe._core.restarts import _steps
 
     read = data.draw(st.lists(st.booleans(), min_size=len(run.answers), max_size=len(run.answers)))
     ledger = RestartLedger()
@@ -290,6 +290,6 @@ def test_the_working_draft_has_the_ledgers_fields() -> None:
     """observe() works on a mutable copy of the ledger, built field by field in order."""
     from dataclasses import fields
 
-    from probe.restarts import _Draft
+    from probe._core.restarts import _Draft
 
     assert [f.name for f in fields(_Draft)] == [f.name for f in fields(RestartLedger)]

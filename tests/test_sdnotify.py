@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from probe.sdnotify import Notifier, run_watchdog
+from probe._cogs.sdnotify import Notifier, run_watchdog
 
 DEADLINE = 5.0
 

@@ -41,9 +41,9 @@ from daemon_harness import (
 )
 from tls_helpers import Authority, KeyPair, client_context, server_context
 
-import probe.webconfig
-from probe.config import TargetConfig, load_config
-from probe.flink import BearerToken, FailureKind, FlinkClient, FlinkError, OverviewEntry
+import probe._config.webconfig
+from probe._config.models import TargetConfig, load_config
+from probe._flink.client import BearerToken, FailureKind, FlinkClient, FlinkError, OverviewEntry
 
 
 @pytest.fixture(autouse=True)
@@ -420,13 +420,13 @@ async def test_a_successful_password_check_is_remembered_and_a_failed_one_is_not
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     checks: list[bool] = []
-    real_check = probe.webconfig._bcrypt_matches
+    real_check = probe._config.webconfig._bcrypt_matches
 
     def counting_check(password: bytes, hashed: bytes) -> bool:
         checks.append(real_check(password, hashed))
         return checks[-1]
 
-    monkeypatch.setattr(probe.webconfig, "_bcrypt_matches", counting_check)
+    monkeypatch.setattr(probe._config.webconfig, "_bcrypt_matches", counting_check)
     config = web_config_daemon(tmp_path, {"basic_auth_users": {"prometheus": bcrypt_hash("pw")}})
     async with running_daemon(config) as daemon:
         url = daemon.client.base_url + "/metrics"

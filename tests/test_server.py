@@ -27,8 +27,8 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 
-from probe.daemon import STALE_INTERVALS
-from probe.fakeflink import FakeFlinkServer, FaultKind
+from probe._commands.run import STALE_INTERVALS
+from probe.testing import FakeFlinkServer, FaultKind
 
 JOBS_PATH = "/api/v1/namespaces/default/jobs"
 FLINK_STATUSES = {

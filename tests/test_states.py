@@ -9,8 +9,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from simulation import budget
 
-from probe.model import FINAL_STATES, FlinkJobStatus, JobState
-from probe.states import TRANSITIONS, TRIGGERS, IllegalTransition, check_transition, mermaid, route
+from probe._core.model import FINAL_STATES, FlinkJobStatus, JobState
+from probe._core.states import (
+    TRANSITIONS,
+    TRIGGERS,
+    IllegalTransition,
+    check_transition,
+    mermaid,
+    route,
+)
 
 S = JobState
 F = FlinkJobStatus

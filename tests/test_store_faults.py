@@ -49,7 +49,7 @@ from daemon_harness import (
     write_config,
 )
 
-from probe.fakeflink import Endpoint, FakeCluster, FaultKind, serve_in_thread
+from probe.testing import Endpoint, FakeCluster, FaultKind, serve_in_thread
 
 TMPFS_SIZE = "8m"
 """Room for the WAL of a short run (it grows until SQLite checkpoints at 1000 pages)."""

@@ -44,7 +44,7 @@ from daemon_harness import (
     write_config,
 )
 
-from probe.fakeflink import FakeCluster, serve_in_thread
+from probe.testing import FakeCluster, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 START_DEADLINE = 30.0

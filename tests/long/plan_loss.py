@@ -32,7 +32,7 @@ from simulation import (
     with_quiet_tail,
 )
 
-from probe.reads import ReadPlan
+from probe._core.reads import ReadPlan
 
 
 def main() -> int:

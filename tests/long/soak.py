@@ -46,7 +46,7 @@ from daemon_harness import (
     write_config,
 )
 
-from probe.fakeflink import FakeCluster, FakeFlinkServer
+from probe.testing import FakeCluster, FakeFlinkServer
 
 REPO = Path(__file__).resolve().parents[2]
 

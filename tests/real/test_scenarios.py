@@ -17,7 +17,13 @@ import pytest
 from daemon_harness import dashed, flink_status_of, restarts_of, started_of, state_of, static_job
 
 from .cluster import FlinkCluster, FlinkRestError
-from .daemon import TARGET, ProbeDaemon, RestartWatch, job_restarts_metric, record_result
+from .daemon import (
+    TARGET,
+    ProbeDaemon,
+    RestartWatch,
+    job_restarts_metric,
+    record_result,
+)
 from .testjob import FlinkWithTestJob
 from .waiting import wait_for
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from .config import JobConfig
-from .fold import JobRecord
-from .logs import get_logger
-from .model import SOURCE_CONFIG, new_job
+from probe._cogs.logs import get_logger
+from probe._config.models import JobConfig
+from probe._core.fold import JobRecord
+from probe._core.model import SOURCE_CONFIG, new_job
 
 log = get_logger("flink_probe.sources")
 

@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ._version import __version__
-from .book import JobBook
-from .fold import JobRecord
-from .model import FlinkJobStatus, JobState
+from probe._core.fold import JobRecord
+from probe._core.model import FlinkJobStatus, JobState
+from probe._runtime.book import JobBook
+from probe._version import __version__
 
 CACHE_NOTE = "Cached by the probe loop, not fetched at scrape time."
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-from .model import FINAL_STATES, FlinkJobStatus, JobState
+from probe._core.model import FINAL_STATES, FlinkJobStatus, JobState
 
 S = JobState
 F = FlinkJobStatus

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .model import FlinkJobStatus
+from probe._core.model import FlinkJobStatus
 
 Signature = tuple[FlinkJobStatus, int, int]
 """(state, start-time, last-modification) of a job as the overview shows it."""

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, TextIO
 
 import yaml
 
-from .model import JobState
+from probe._core.model import JobState
 
 DEFAULT_URL: Final = "http://127.0.0.1:9270"
 DEFAULT_NAMESPACE: Final = "default"

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from .fold import JobRecord
-from .logs import get_logger
-from .store import Store, StoredJob, StoreError
+from probe._cogs.logs import get_logger
+from probe._core.fold import JobRecord
+from probe._store.sqlite import Store, StoredJob, StoreError
 
 log = get_logger("flink_probe.store")
 

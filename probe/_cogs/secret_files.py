@@ -9,8 +9,6 @@ TLS contexts are built from files once, when the configuration is loaded, so
 loader also returns a digest of the bytes it read: two loads of unchanged files compare
 equal, so a reload (SIGHUP) restarts only what a rotated certificate or secret concerns.
 
-Note: this module is ``probe.secrets``; the standard library's ``secrets`` is unrelated and
-still reached by ``import secrets`` (absolute imports).
 """
 
 from __future__ import annotations

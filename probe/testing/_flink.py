@@ -7,7 +7,7 @@ status, 200 `[]` for its metrics, 503 during a leader election).
 
 `FakeCluster` is the model (thread-safe: scripts may drive it from another thread than the
 server's); `FakeFlinkServer` serves it on a real socket. Run a demo cluster with
-`python -m probe.fakeflink --port 8081`.
+`python -m probe.testing --port 8081`.
 
 Caches are simulated by history: the cluster records a snapshot of its jobs at every change,
 and an endpoint with a lag of L seconds answers from the snapshot that was current at
@@ -39,7 +39,7 @@ from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 
-from probe.model import GLOBALLY_TERMINAL, FlinkJobStatus
+from probe._core.model import GLOBALLY_TERMINAL, FlinkJobStatus
 
 __all__ = [
     "ANY_ENDPOINT",
@@ -850,7 +850,7 @@ def serve_in_thread(
         thread.join()
 
 
-# -- python -m probe.fakeflink ------------------------------------------------------------
+# -- python -m probe.testing ------------------------------------------------------------
 
 # The demo scenario's jobs, with fixed ids so that a config can name them.
 DEMO_JOBS: Final = {
@@ -896,7 +896,7 @@ async def _serve_demo(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m probe.fakeflink",
+        prog="python -m probe.testing",
         description="Serve a simulated Flink 2.3 REST API with a few demo jobs.",
     )
     parser.add_argument("--host", default="127.0.0.1")

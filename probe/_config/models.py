@@ -60,9 +60,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from probe.flink import BasicCredentials, BearerToken
-from probe.model import canonical_job_id
-from probe.secrets import (
+from probe._cogs.secret_files import (
     SecretError,
     TlsError,
     TlsMaterial,
@@ -71,7 +69,9 @@ from probe.secrets import (
     read_secret_env,
     read_secret_file,
 )
-from probe.webconfig import WebConfigError, WebConfigFile, WebSecurity, parse_web_config
+from probe._config.webconfig import WebConfigError, WebConfigFile, WebSecurity, parse_web_config
+from probe._core.model import canonical_job_id
+from probe._flink.client import BasicCredentials, BearerToken
 
 ENV_PREFIX: Final = "FLINK_PROBE_"
 CONFIG_FILE_ENV: Final = "FLINK_PROBE_CONFIG"
@@ -307,7 +307,7 @@ class ServerConfig(_Section):
     web_config: FilePath | None = None
     """A Prometheus exporter-toolkit web configuration file: TLS (``tls_server_config``) and
     basic authentication (``basic_auth_users``) for /metrics, /api and / (``/healthz`` and
-    ``/readyz`` stay open). See `probe.webconfig`. Read at start-up: a change needs a restart."""
+    ``/readyz`` stay open). Read at start-up: a change needs a restart."""
     _web: WebSecurity = PrivateAttr(default_factory=WebSecurity)
 
     @field_validator("listen")
@@ -351,7 +351,7 @@ class ProbeConfig(_Section):
     """How long the metrics of a final Job are still exported."""
     metrics_refresh: Duration = 60.0
     """The longest a Job's numRestarts goes unread while its overview entry shows no change
-    (state, start-time, last-modification); 0 reads every Job every round. See `probe.reads`."""
+    (state, start-time, last-modification); 0 reads every Job every round."""
 
     @model_validator(mode="after")
     def _timeout_within_interval(self) -> ProbeConfig:

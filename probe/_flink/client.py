@@ -26,7 +26,7 @@ import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from yarl import URL
 
-from probe.model import FlinkJobStatus
+from probe._core.model import FlinkJobStatus
 
 __all__ = [
     "BasicCredentials",

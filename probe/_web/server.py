@@ -21,11 +21,11 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from ._version import __version__
-from .book import JobBook
-from .metrics import JobSeriesRenderer
-from .model import InvalidJobId, canonical_job_id
-from .openapi import OPENAPI_PATH, openapi_json
+from probe._core.model import InvalidJobId, canonical_job_id
+from probe._runtime.book import JobBook
+from probe._version import __version__
+from probe._web.metrics import JobSeriesRenderer
+from probe._web.openapi import OPENAPI_PATH, openapi_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

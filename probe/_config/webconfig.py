@@ -20,7 +20,7 @@ ignoring a security setting would be worse. ``client_auth_type`` ``RequestClient
 ``ssl`` module cannot do: they are refused, with the verifying alternatives named.
 
 `parse_web_config` turns the file's data into a `WebSecurity`: the server's SSL context and
-the basic-auth middleware. The configuration loader (`probe.config`) reads the YAML and
+the basic-auth middleware. The configuration loader (`probe._config.models`) reads the YAML and
 reports problems.
 """
 
@@ -44,7 +44,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from probe.secrets import ClientAuth, TlsError, TlsMaterial, server_ssl_context
+from probe._cogs.secret_files import ClientAuth, TlsError, TlsMaterial, server_ssl_context
 
 __all__ = [
     "WebConfigError",

@@ -18,13 +18,20 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from .book import JobBook
-from .flink import FlinkError, OverviewEntry
-from .fold import FoldResult, FoldSettings, JobRecord, RestartsIncreased, Transitioned, fold
-from .logs import get_logger
-from .metrics import DaemonMetrics, TargetHealth
-from .model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
-from .prober import Prober, RoundResult
+from probe._cogs.logs import get_logger
+from probe._core.fold import (
+    FoldResult,
+    FoldSettings,
+    JobRecord,
+    RestartsIncreased,
+    Transitioned,
+    fold,
+)
+from probe._core.model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
+from probe._flink.client import FlinkError, OverviewEntry
+from probe._runtime.book import JobBook
+from probe._runtime.prober import Prober, RoundResult
+from probe._web.metrics import DaemonMetrics, TargetHealth
 
 log = get_logger("flink_probe.scheduler")
 

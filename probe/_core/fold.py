@@ -17,7 +17,7 @@ from typing import Any, Final, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .model import (
+from probe._core.model import (
     Failure,
     FailureReason,
     FlinkJobStatus,
@@ -26,8 +26,8 @@ from .model import (
     Started,
     from_epoch,
 )
-from .restarts import Lags, RestartLedger, Sighting, observe
-from .states import check_transition, route
+from probe._core.restarts import Lags, RestartLedger, Sighting, observe
+from probe._core.states import check_transition, route
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -15,8 +15,8 @@ from typing import Any, Final
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from ._version import __version__
-from .model import Job, format_rfc3339
+from probe._core.model import Job, format_rfc3339
+from probe._version import __version__
 
 OPENAPI_PATH: Final = "/api/openapi.json"
 JOBS_PATH: Final = "/api/v1/namespaces/{namespace}/jobs"

@@ -22,21 +22,21 @@ import anyio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from ._version import __version__
-from .book import JobBook
-from .config import Config, ConfigError, TargetConfig, load_config
-from .flink import FlinkClient
-from .fold import FoldSettings
-from .logs import get_logger
-from .metrics import DaemonMetrics, JobSeriesRenderer, StateCollector
-from .model import from_epoch
-from .prober import Prober, TargetLags
-from .restarts import Lags
-from .scheduler import Scheduler, Target
-from .sdnotify import Notifier, run_watchdog
-from .server import UNAUTHENTICATED_PATHS, Api, Liveness
-from .sources import declare_static_jobs
-from .store import Store, open_store
+from probe._cogs.logs import get_logger
+from probe._cogs.sdnotify import Notifier, run_watchdog
+from probe._config.models import Config, ConfigError, TargetConfig, load_config
+from probe._core.fold import FoldSettings
+from probe._core.model import from_epoch
+from probe._core.restarts import Lags
+from probe._flink.client import FlinkClient
+from probe._runtime.book import JobBook
+from probe._runtime.prober import Prober, TargetLags
+from probe._runtime.scheduler import Scheduler, Target
+from probe._runtime.sources import declare_static_jobs
+from probe._store.sqlite import Store, open_store
+from probe._version import __version__
+from probe._web.metrics import DaemonMetrics, JobSeriesRenderer, StateCollector
+from probe._web.server import UNAUTHENTICATED_PATHS, Api, Liveness
 
 log = get_logger("flink_probe.daemon")
 

@@ -19,10 +19,10 @@ from typing import TypeVar
 
 import anyio
 
-from .flink import FlinkClient, FlinkError, OverviewEntry
-from .fold import JobRecord, Observation, Presence
-from .model import FlinkJobStatus
-from .reads import ReadPlan, Signature
+from probe._core.fold import JobRecord, Observation, Presence
+from probe._core.model import FlinkJobStatus
+from probe._core.reads import ReadPlan, Signature
+from probe._flink.client import FlinkClient, FlinkError, OverviewEntry
 
 T = TypeVar("T")
 

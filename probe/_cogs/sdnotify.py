@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 import anyio
 
-from .logs import get_logger
+from probe._cogs.logs import get_logger
 
 log = get_logger("flink_probe.sdnotify")
 

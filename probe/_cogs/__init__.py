@@ -1,0 +1,1 @@
+"""Infrastructure with no domain knowledge: logging, systemd notify, secret and TLS files."""

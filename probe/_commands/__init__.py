@@ -1,0 +1,1 @@
+"""The commands behind the CLI: run (the daemon), jobs and demo."""

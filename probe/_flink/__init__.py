@@ -1,0 +1,1 @@
+"""The Flink REST client: requests, credentials on the wire, and pure parsers of the answers."""

@@ -1,0 +1,1 @@
+"""The probe loop: scheduler, prober, the Job book and the sources of Jobs."""

@@ -1,0 +1,1 @@
+"""Durable state behind one small interface; SQLite is the embedded backend."""
