@@ -19,7 +19,8 @@ import json
 import sys
 from pathlib import Path
 
-from probe._store.sqlite import SQLiteStore, StoredJob, StoreError
+from probe._store import StoredJob, StoreError
+from probe._store.sqlite import SQLiteStore
 
 JOB_COUNT = 20
 

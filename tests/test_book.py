@@ -11,9 +11,10 @@ import pytest
 from simulation import BASE
 from test_fold import JOB_ID, starting
 
-from probe._core.fold import JobRecord
+from probe._core.record import JobRecord
 from probe._runtime.book import TOUCH_STORED_EVERY, JobBook
-from probe._store.sqlite import SQLiteStore, StoredJob
+from probe._store import StoredJob
+from probe._store.sqlite import SQLiteStore
 
 
 def record(probed_at: float, version: int = 1) -> JobRecord:

@@ -16,8 +16,8 @@ from prometheus_client.samples import Sample
 from simulation import BASE
 from test_fold import JOB_ID, found, last, starting
 
-from probe._core.fold import JobRecord, replace_model
-from probe._core.model import FlinkJobStatus, JobState
+from probe._core.model import FlinkJobStatus, JobState, replace_model
+from probe._core.record import JobRecord
 from probe._runtime.book import JobBook
 from probe._store.sqlite import SQLiteStore
 from probe._web.metrics import JobSeriesRenderer
@@ -47,7 +47,7 @@ def shown_as(record: JobRecord, state: JobState, status: FlinkJobStatus) -> JobR
 
 
 def samples(text: str, family: str) -> list[Sample]:
-    parsed = text_string_to_metric_families(text)  # type: ignore[no-untyped-call]
+    parsed = text_string_to_metric_families(text)
     return [s for f in parsed if f.name == family for s in f.samples]
 
 

@@ -20,8 +20,9 @@ from typing import cast
 
 import pytest
 
+from probe._store import StoredJob, StoreError, open_store
 from probe._store import sqlite as store_module
-from probe._store.sqlite import SCHEMA_VERSION, SQLiteStore, StoredJob, StoreError, open_store
+from probe._store.sqlite import SCHEMA_VERSION, SQLiteStore
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = Path(__file__).resolve().with_name("store_writer.py")

@@ -7,15 +7,12 @@ results of a round in one batch.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final, Self, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Final
 
 from probe._core.model import (
     Failure,
@@ -25,11 +22,11 @@ from probe._core.model import (
     JobState,
     Started,
     from_epoch,
+    replace_model,
 )
+from probe._core.record import JobRecord
 from probe._core.restarts import Lags, RestartLedger, Sighting, observe
 from probe._core.states import check_transition, route
-
-_M = TypeVar("_M", bound=BaseModel)
 
 
 class Presence(StrEnum):
@@ -66,61 +63,6 @@ class FoldSettings:
     not_found_grace: int
     start_timeout: float
     lags: Lags
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    """A Job resource plus the state the daemon keeps for it (stored together)."""
-
-    job: Job
-    ledger: RestartLedger = field(default_factory=RestartLedger)
-    missing_probes: int = 0
-    """Consecutive probes that found the (seen) job gone; reset when it is found."""
-    last_probe_at: float | None = None
-    """When the last probe of the Job ended (also for Jobs without ``status.started``)."""
-
-    @property
-    def probing(self) -> bool:
-        """Whether the scheduler still probes this Job (not final, or its count settling)."""
-        if not self.job.state.is_final:
-            return True
-        return self.ledger.terminal_seen_at is not None and not self.ledger.settled
-
-    def to_document(self) -> str:
-        # The Job is serialised by pydantic-core straight to JSON (a dict round trip through
-        # the json module costs twice as much, for every Job of every round).
-        rest = json.dumps(
-            {
-                "ledger": self.ledger.to_dict(),
-                "missingProbes": self.missing_probes,
-                "lastProbeAt": self.last_probe_at,
-            },
-            separators=(",", ":"),
-        )
-        return '{"job":' + self.job.model_dump_json(by_alias=True) + "," + rest[1:]
-
-    @classmethod
-    def from_document(cls, text: str) -> Self:
-        # One pass of pydantic-core over the text (json.loads, then validating the Job's dict,
-        # took a third longer: 10,000 Jobs are loaded before the daemon is ready).
-        document = _Document.model_validate_json(text)
-        return cls(
-            job=document.job,
-            ledger=RestartLedger.from_dict(document.ledger),
-            missing_probes=document.missing_probes,
-            last_probe_at=document.last_probe_at,
-        )
-
-
-class _Document(BaseModel):
-    """A stored record, as `JobRecord.to_document` writes it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job: Job
-    ledger: dict[str, Any]
-    missing_probes: int = Field(alias="missingProbes")
-    last_probe_at: float | None = Field(alias="lastProbeAt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,21 +249,3 @@ def _next_states(
             reason=FailureReason.START_TIMEOUT, message=message, failed_at=now
         )
     return (), None
-
-
-def replace_model(model: _M, **changes: Any) -> _M:
-    """A copy of a frozen model with some fields changed (values are already valid).
-
-    What ``model_copy(update=...)`` does, without its generic copying: several copies per
-    probe of every Job made it the largest item of the profile at 10,000 Jobs."""
-    copied = model.__class__.__new__(model.__class__)
-    values = model.__dict__.copy()
-    values.update(changes)
-    object.__setattr__(copied, "__dict__", values)
-    fields_set = model.__pydantic_fields_set__
-    if not changes.keys() <= fields_set:
-        fields_set = fields_set | changes.keys()  # a frozen model never changes its own set
-    object.__setattr__(copied, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(copied, "__pydantic_extra__", model.__pydantic_extra__)
-    object.__setattr__(copied, "__pydantic_private__", model.__pydantic_private__)
-    return copied

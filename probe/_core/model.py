@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -234,3 +234,24 @@ def new_job(
         spec=spec,
         status=Status(state=JobState.STARTING),
     )
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def replace_model(model: _M, **changes: Any) -> _M:
+    """A copy of a frozen model with some fields changed (values are already valid).
+
+    What ``model_copy(update=...)`` does, without its generic copying: several copies per
+    probe of every Job made it the largest item of the profile at 10,000 Jobs."""
+    copied = model.__class__.__new__(model.__class__)
+    values = model.__dict__.copy()
+    values.update(changes)
+    object.__setattr__(copied, "__dict__", values)
+    fields_set = model.__pydantic_fields_set__
+    if not changes.keys() <= fields_set:
+        fields_set = fields_set | changes.keys()  # a frozen model never changes its own set
+    object.__setattr__(copied, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(copied, "__pydantic_extra__", model.__pydantic_extra__)
+    object.__setattr__(copied, "__pydantic_private__", model.__pydantic_private__)
+    return copied

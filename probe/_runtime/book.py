@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import anyio
 
 from probe._cogs.logs import get_logger
-from probe._core.fold import JobRecord
-from probe._store.sqlite import Store, StoredJob, StoreError
+from probe._core.record import JobRecord
+from probe._store import Store, StoredJob, StoreError
 
 log = get_logger("flink_probe.store")
 

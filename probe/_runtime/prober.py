@@ -1,27 +1,26 @@
 """One probe round of one target: the requests, and what they say about each Job.
 
-A round asks ``/jobs/overview`` once (status and start-time of every job of the cluster), then
-``/jobs/:jid/metrics?get=numRestarts`` for the Jobs whose count can have changed (``ReadPlan``);
-a Job missing from the overview is looked up with ``/jobs/:jid`` (404 = gone, DESIGN.md
-"Gone"), and a Job Flink reports FAILED gets the newest entry of ``/jobs/:jid/exceptions`` as
-its failure message. The result is one
-``Observation`` per Job, with the possible age of each answer worked out from when its request
-was sent, so the restart rule's windows hold however long the round took.
+A round asks ``/jobs/overview`` once, then ``numRestarts`` for the Jobs whose count can have
+changed (``ReadPlan``), ``/jobs/:jid`` for a Job missing from the overview (404 is gone), and
+the newest exception of a Job Flink reports FAILED. Each answer's possible age is worked out
+from when its request was sent, so the restart rule's windows hold however long the round took.
+The scheduler calls ``overview`` and then ``observe``; each returns an immutable value.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import anyio
 
-from probe._core.fold import JobRecord, Observation, Presence
+from probe._core.fold import Observation, Presence
 from probe._core.model import FlinkJobStatus
 from probe._core.reads import ReadPlan, Signature
+from probe._core.record import JobRecord
 from probe._flink.client import FlinkClient, FlinkError, OverviewEntry
 
 T = TypeVar("T")
@@ -36,16 +35,45 @@ class TargetLags:
     """The longest a Job's numRestarts goes unread while its overview shows no change."""
 
 
-@dataclass(slots=True)
-class RoundResult:
-    """What a round found: observations per Job id, the overview, and every request error."""
+@dataclass(frozen=True, slots=True)
+class RequestFailure:
+    """A request of the round that got no usable answer."""
 
-    overview: list[OverviewEntry] | None = None
-    overview_error: FlinkError | None = None
-    overview_sent: float = 0.0
+    endpoint: str
+    error: FlinkError
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """The answer to a round's ``/jobs/overview``: its entries, or why there are none."""
+
+    entries: tuple[OverviewEntry, ...] | None
+    error: FlinkError | None
+    sent: float
+    """When the request was sent: its entries are at most ``overview_max_age`` older."""
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What one round of one target found."""
+
+    overview: Overview
+    observations: Mapping[str, Observation]
+    """By Job id, one for every record the round was given."""
+    failures: tuple[RequestFailure, ...]
+    requests: int
+
+    @property
+    def up(self) -> bool:
+        return self.overview.entries is not None
+
+
+@dataclass(slots=True)
+class _Findings:
+    """What the round's concurrent requests gather before it is frozen into a ``Round``."""
+
     observations: dict[str, Observation] = field(default_factory=dict)
-    errors: list[tuple[str, FlinkError]] = field(default_factory=list)
-    """(endpoint, error) for every failed request of the round."""
+    failures: list[RequestFailure] = field(default_factory=list)
     requests: int = 0
 
 
@@ -72,24 +100,28 @@ class Prober:
         self._previous_metrics_round: float | None = None
         self._reads = ReadPlan(lags.metrics_refresh)
 
-    async def overview(self, result: RoundResult) -> None:
-        result.overview_sent = self._clock()
+    async def overview(self) -> Overview:
+        """Ask the cluster for every job's status, start-time and last modification."""
+        sent = self._clock()
         try:
-            result.overview = await self._call(result, self.client.overview)
+            entries = await self.client.overview()
         except FlinkError as error:
-            result.overview_error = error
-            result.errors.append(("overview", error))
+            return Overview(None, error, sent)
+        return Overview(tuple(entries), None, sent)
 
-    async def probe_jobs(self, result: RoundResult, records: Sequence[JobRecord]) -> None:
-        """Fill ``result.observations`` for ``records``; run after ``overview``."""
-        if result.overview is None:
+    async def observe(self, overview: Overview, records: Sequence[JobRecord]) -> Round:
+        """Observe ``records`` with ``overview`` and the requests it leaves to make."""
+        findings = _Findings(requests=1)
+        if overview.error is not None:
+            findings.failures.append(RequestFailure("overview", overview.error))
+        if overview.entries is None:
             now = self._clock()
             for record in records:
-                result.observations[record.job.id] = Observation(
+                findings.observations[record.job.id] = Observation(
                     at=now, presence=Presence.UNREACHABLE
                 )
-            return
-        by_jid = {entry.jid: entry for entry in result.overview}
+            return _frozen(overview, findings)
+        by_jid = {entry.jid: entry for entry in overview.entries}
         sent = self._clock()
         planned = []
         for record in records:
@@ -101,10 +133,8 @@ class Prober:
         metrics_gap = math.inf
         if any(read for _, _, read in planned):
             if self._previous_metrics_round is None:
-                # The first reads' age is unknown, so none of them can be credited: one read
-                # wakes Flink's metric fetcher (it fetches the whole cluster's metrics when
-                # asked), the next round's reads count. At start-up that is one request per
-                # target instead of one per Job.
+                # A first read's age is unknown, so it credits nothing: one read per target
+                # wakes Flink's metric fetcher, and the next round's reads count.
                 first = next(i for i, (_, _, read) in enumerate(planned) if read)
                 planned = [(r, e, read and i == first) for i, (r, e, read) in enumerate(planned)]
             else:
@@ -115,22 +145,21 @@ class Prober:
             if entry is None or read or _wants_failure_message(record, entry):
                 requesting.append((record, entry, read))
             else:  # nothing to ask: most Jobs of a quiet cluster
-                self._observe(result, record, entry, result.overview_sent)
+                self._observe(findings, record, entry, overview.sent)
         queue = iter(requesting)  # shared by the workers: each Job is taken once
 
         async def worker() -> None:
             for record, entry, read in queue:
-                await self._probe_job(
-                    result, record, entry, read, result.overview_sent, metrics_gap
-                )
+                await self._probe_job(findings, record, entry, read, overview.sent, metrics_gap)
 
         async with anyio.create_task_group() as tg:
             for _ in range(min(self._concurrency, len(requesting))):
                 tg.start_soon(worker)
+        return _frozen(overview, findings)
 
     async def _probe_job(
         self,
-        result: RoundResult,
+        findings: _Findings,
         record: JobRecord,
         entry: OverviewEntry | None,
         read: bool,
@@ -142,35 +171,35 @@ class Prober:
         if entry is None:
             status_sent = self._clock()
             try:
-                entry = await self._call(result, self.client.job_details, fid)
+                entry = await self._call(findings, self.client.job_details, fid)
             except FlinkError as error:
-                result.errors.append(("details", error))
+                findings.failures.append(RequestFailure("details", error))
                 presence = Presence.UNCONFIRMED
             else:
                 presence = Presence.GONE if entry is None else Presence.FOUND
         if entry is None:
-            result.observations[record.job.id] = Observation(at=self._clock(), presence=presence)
+            findings.observations[record.job.id] = Observation(at=self._clock(), presence=presence)
             return
 
         raw: int | None = None
         metrics_sent = self._clock()
         if read:
             try:
-                raw = await self._call(result, self.client.num_restarts, fid)
+                raw = await self._call(findings, self.client.num_restarts, fid)
             except FlinkError as error:
-                result.errors.append(("metrics", error))
+                findings.failures.append(RequestFailure("metrics", error))
 
         message: str | None = None
         if _wants_failure_message(record, entry):
             try:
-                message = await self._call(result, self.client.newest_exception, fid)
+                message = await self._call(findings, self.client.newest_exception, fid)
             except FlinkError as error:
-                result.errors.append(("exceptions", error))
-        self._observe(result, record, entry, status_sent, raw, metrics_sent, metrics_gap, message)
+                findings.failures.append(RequestFailure("exceptions", error))
+        self._observe(findings, record, entry, status_sent, raw, metrics_sent, metrics_gap, message)
 
     def _observe(
         self,
-        result: RoundResult,
+        findings: _Findings,
         record: JobRecord,
         entry: OverviewEntry,
         status_sent: float,
@@ -186,7 +215,7 @@ class Prober:
         if raw is not None:
             raw_max_age = self.lags.metrics_max_age + metrics_gap + (now - metrics_sent)
         self._reads.saw(record.job.flink_job_id, _signature(entry), now, raw, raw_max_age)
-        result.observations[record.job.id] = Observation(
+        findings.observations[record.job.id] = Observation(
             at=now,
             presence=Presence.FOUND,
             status=entry.state,
@@ -198,10 +227,14 @@ class Prober:
         )
 
     async def _call(
-        self, result: RoundResult, request: Callable[..., Awaitable[T]], *args: str
+        self, findings: _Findings, request: Callable[..., Awaitable[T]], *args: str
     ) -> T:
-        result.requests += 1
+        findings.requests += 1
         return await request(*args)
+
+
+def _frozen(overview: Overview, findings: _Findings) -> Round:
+    return Round(overview, dict(findings.observations), tuple(findings.failures), findings.requests)
 
 
 def _wants_failure_message(record: JobRecord, entry: OverviewEntry) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import anyio
@@ -22,16 +22,16 @@ from probe._cogs.logs import get_logger
 from probe._core.fold import (
     FoldResult,
     FoldSettings,
-    JobRecord,
     RestartsIncreased,
     Transitioned,
     fold,
 )
 from probe._core.model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
-from probe._flink.client import FlinkError, OverviewEntry
+from probe._core.record import JobRecord
+from probe._flink.client import OverviewEntry
 from probe._runtime.book import JobBook
-from probe._runtime.prober import Prober, RoundResult
-from probe._web.metrics import DaemonMetrics, TargetHealth
+from probe._runtime.instruments import DaemonMetrics
+from probe._runtime.prober import Prober, RequestFailure, Round
 
 log = get_logger("flink_probe.scheduler")
 
@@ -40,6 +40,17 @@ MAX_BACKOFF_INTERVALS = 4
 # First rounds are spread over this many seconds (or the interval, if shorter): ready soon
 # after start, yet the targets' first overviews are not one burst.
 FIRST_ROUND_SPREAD = 0.25
+
+
+@dataclass(slots=True)
+class TargetHealth:
+    """What the scheduler knows of one target, read by metrics, /readyz and logs."""
+
+    up: bool = False
+    probed: bool = False
+    last_probe_at: float | None = None
+    last_error: str | None = None
+    jobs: int = 0
 
 
 @dataclass(slots=True)
@@ -172,14 +183,12 @@ class Scheduler:
     async def probe_round(self, target: Target, first: bool = False) -> None:
         """One round for one target: request, fold, hand to the book."""
         began = time.monotonic()
-        result = RoundResult()
         with structlog.contextvars.bound_contextvars(target=target.name):
-            await target.prober.overview(result)
+            overview = await target.prober.overview()
             self._mark_probed(target)
             if first:
-                # Every target's first overview goes before any Job's requests: at thousands
-                # of Jobs those would queue the later overviews behind them, and readiness
-                # waits for every overview. Bounded, so a hanging target holds no one long.
+                # Every target's first overview goes before any Job's requests, so readiness
+                # does not queue behind them; bounded, so a hanging target holds no one long.
                 with anyio.move_on_after(FIRST_ROUND_SPREAD + 1):
                     await self.first_round_done.wait()
             records = [
@@ -187,16 +196,16 @@ class Scheduler:
                 for record in self.book.probing(target.name)
                 if record.job.discovered or record.job.id in self.declared
             ]
-            if result.overview is not None and target.discover:
-                records.extend(self._discover(target, result.overview, records))
-            await target.prober.probe_jobs(result, records)
-            folded = [self._fold(target, record, result) for record in records]
+            if overview.entries is not None and target.discover:
+                records.extend(self._discover(target, overview.entries, records))
+            found = await target.prober.observe(overview, records)
+            folded = [self._fold(target, record, found) for record in records]
             self.book.put([f.record for f in folded if f.stored])
             self.book.touch([f.record for f in folded if not f.stored])
-            self._account(target, result, time.monotonic() - began, len(records))
+            self._account(target, found, time.monotonic() - began, len(records))
 
     def _discover(
-        self, target: Target, overview: list[OverviewEntry], probing: list[JobRecord]
+        self, target: Target, overview: Sequence[OverviewEntry], probing: list[JobRecord]
     ) -> list[JobRecord]:
         """New Jobs for Flink jobs of the cluster the daemon does not know yet."""
         now = from_epoch(self._clock())
@@ -227,8 +236,8 @@ class Scheduler:
         self.book.put(found)
         return found
 
-    def _fold(self, target: Target, record: JobRecord, result: RoundResult) -> FoldResult:
-        observation = result.observations[record.job.id]
+    def _fold(self, target: Target, record: JobRecord, found: Round) -> FoldResult:
+        observation = found.observations[record.job.id]
         folded = fold(record, observation, target.fold_settings)
         job = folded.record.job
         for event in folded.events:
@@ -250,24 +259,25 @@ class Scheduler:
                 )
         return folded
 
-    def _account(self, target: Target, result: RoundResult, seconds: float, jobs: int) -> None:
-        up = result.overview is not None
+    def _account(self, target: Target, found: Round, seconds: float, jobs: int) -> None:
         health = target.health
-        health.up, health.jobs = up, jobs
+        health.up, health.jobs = found.up, jobs
         health.last_probe_at = self._clock()
-        health.last_error = None if up else str(result.overview_error)
-        self.metrics.probes.labels(target.name, "success" if up else "failure").inc()
+        health.last_error = None if found.up else str(found.overview.error)
+        self.metrics.probes.labels(target.name, "success" if found.up else "failure").inc()
         self.metrics.probe_duration.labels(target.name).observe(seconds)
-        self.metrics.requests.labels(target.name).inc(result.requests)
-        for endpoint, error in result.errors:
-            self.metrics.request_errors.labels(target.name, endpoint, error.kind.value).inc()
-        self._log_episode(target, result.errors)
+        self.metrics.requests.labels(target.name).inc(found.requests)
+        for failure in found.failures:
+            self.metrics.request_errors.labels(
+                target.name, failure.endpoint, failure.error.kind.value
+            ).inc()
+        self._log_episode(target, found.failures)
         log.debug(
             "probe round",
-            up=up,
+            up=found.up,
             jobs=jobs,
-            requests=result.requests,
-            errors=len(result.errors),
+            requests=found.requests,
+            errors=len(found.failures),
             seconds=round(seconds, 4),
         )
 
@@ -278,12 +288,12 @@ class Scheduler:
         if self.all_probed:
             self.first_round_done.set()
 
-    def _log_episode(self, target: Target, errors: list[tuple[str, FlinkError]]) -> None:
+    def _log_episode(self, target: Target, failures: Sequence[RequestFailure]) -> None:
         """Log a fault once when it starts and once when it ends, not on every round."""
-        now_failing = frozenset((endpoint, error.kind.value) for endpoint, error in errors)
+        now_failing = frozenset((f.endpoint, f.error.kind.value) for f in failures)
         started = now_failing - target.episode
         if started:
-            first = {endpoint: str(error) for endpoint, error in errors}
+            first = {f.endpoint: str(f.error) for f in failures}
             log.warning(
                 "requests failing",
                 failing=sorted(f"{e}:{r}" for e, r in started),

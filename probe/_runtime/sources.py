@@ -9,9 +9,9 @@ from datetime import datetime
 from typing import Any
 
 from probe._cogs.logs import get_logger
-from probe._config.models import JobConfig
-from probe._core.fold import JobRecord
+from probe._config import JobConfig
 from probe._core.model import SOURCE_CONFIG, new_job
+from probe._core.record import JobRecord
 
 log = get_logger("flink_probe.sources")
 

@@ -21,9 +21,10 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol, Self
+from typing import Final, Self
+
+from probe._store.base import StoredJob, StoreError
 
 # Written to the SQLite header by migration 1 ("FLKP"), so a database of another program
 # that happens to sit at state.path is recognised and refused instead of migrated.
@@ -33,37 +34,6 @@ APPLICATION_ID: Final = 0x464C4B50
 # lock held by another connection (an operator's `sqlite3` shell, say) before failing with
 # "database is locked".
 BUSY_TIMEOUT_SECONDS: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class StoredJob:
-    """One Job as the store keeps it; ``document`` is opaque JSON text."""
-
-    job_id: str  # dashed UUID, primary key
-    namespace: str
-    state: str  # the Job's JobState value, for queries and debugging
-    resource_version: int  # grows with every change of the Job
-    document: str  # the Job plus its restart-accounting state
-
-
-class StoreError(Exception):
-    """A failure of the store; ``str()`` is one line meant for the user."""
-
-
-class Store(Protocol):
-    """What the daemon needs of a store, so another engine could stand in for SQLite."""
-
-    def load(self) -> list[StoredJob]:
-        """Every stored Job."""
-        ...
-
-    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
-        """Upsert ``jobs`` in one transaction: all of them are durable, or none is."""
-        ...
-
-    def close(self) -> None:
-        """Release the file; the store cannot be used afterwards."""
-        ...
 
 
 def _migrate_to_1(connection: sqlite3.Connection) -> None:
@@ -141,11 +111,6 @@ class SQLiteStore:
             raise
         return cls(path, connection, lock_fd)
 
-    @property
-    def path(self) -> Path:
-        """The absolute path of the state file."""
-        return self._path
-
     def load(self) -> list[StoredJob]:
         with self._mutex:
             connection = self._open_connection()
@@ -222,11 +187,6 @@ class SQLiteStore:
         if self._connection is None:
             raise StoreError(f"state file {self._path} is closed")
         return self._connection
-
-
-def open_store(path: Path) -> Store:
-    """The store the daemon uses for ``state.path``."""
-    return SQLiteStore.open(path)
 
 
 def _lock(configured: str, path: Path) -> int:

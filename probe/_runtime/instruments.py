@@ -1,0 +1,59 @@
+"""The daemon's own instruments: probes, requests, durations and scheduling lag."""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from probe._version import __version__
+
+
+class DaemonMetrics:
+    """The daemon's own instruments, on its own registry (never the global default)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.probes = Counter(
+            "flink_probe_probes",
+            "Probe rounds of a target by result (success: the overview answered well-formed).",
+            ["target", "result"],
+            registry=registry,
+        )
+        self.request_errors = Counter(
+            "flink_probe_request_errors",
+            "Requests to Flink that gave no usable answer, by endpoint and reason.",
+            ["target", "endpoint", "reason"],
+            registry=registry,
+        )
+        self.requests = Counter(
+            "flink_probe_requests",
+            "Requests sent to Flink REST APIs.",
+            ["target"],
+            registry=registry,
+        )
+        self.probe_duration = Histogram(
+            "flink_probe_probe_duration_seconds",
+            "Duration of a probe round of a target (all its requests).",
+            ["target"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.scheduler_lag = Histogram(
+            "flink_probe_scheduler_lag_seconds",
+            "How late a probe round started against its schedule.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.rounds_skipped = Counter(
+            "flink_probe_rounds_skipped",
+            "Probe rounds not run because the previous round of the target overran.",
+            ["target"],
+            registry=registry,
+        )
+        build = Gauge(
+            "flink_probe_build_info",
+            "Build of this flink-probe (value is always 1).",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
