@@ -28,9 +28,10 @@ from probe.testing import (
     serve_in_thread,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-REST = REFERENCE / "flink-2.3.0-rest"
-HA = REFERENCE / "flink-2.3.0-ha" / "main" / "fixtures"
+# Bodies served by a real Flink 2.3.0: standalone, and across ZooKeeper HA failovers.
+FIXTURES = Path(__file__).parent / "fixtures"
+REST = FIXTURES / "flink-2.3.0-rest"
+HA = FIXTURES / "flink-2.3.0-ha"
 JID = "018212e45da3a0cce413edc0a12d63c1"
 OTHER = "971a56e8f155db681c57c7078496ec4d"
 UNKNOWN = "0" * 32
@@ -53,9 +54,7 @@ class Clock:
 def real(folder: Path, name: str) -> Any:
     path = folder / name
     if not path.is_file():
-        pytest.fail(
-            f"reference body {path} is missing: the shared/ folder must sit next to the repo"
-        )
+        pytest.fail(f"fixture {path} is missing")
     return json.loads(path.read_bytes())
 
 

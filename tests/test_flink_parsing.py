@@ -24,31 +24,29 @@ from probe._flink.client import (
     parse_overview,
 )
 
-# In CI the repository is cloned next to a copy of `shared/`.
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
-REST = REFERENCE / "flink-2.3.0-rest"
-HA = REFERENCE / "flink-2.3.0-ha" / "main" / "fixtures"
+# Bodies served by a real Flink 2.3.0: standalone, and across ZooKeeper HA failovers.
+FIXTURES = Path(__file__).parent / "fixtures"
+REST = FIXTURES / "flink-2.3.0-rest"
+HA = FIXTURES / "flink-2.3.0-ha"
 
 RESTART_JID = "018212e45da3a0cce413edc0a12d63c1"
 HA_RESTART_JID = "08175520a61aa5257408cc1837d40dfc"
 JID = "a" * 32
 
 
-def reference(folder: Path, name: str) -> bytes:
+def fixture(folder: Path, name: str) -> bytes:
     path = folder / name
     if not path.is_file():
-        pytest.fail(
-            f"reference body {path} is missing: the shared/ folder must sit next to the repo"
-        )
+        pytest.fail(f"fixture {path} is missing")
     return path.read_bytes()
 
 
 def rest(name: str) -> bytes:
-    return reference(REST, name)
+    return fixture(REST, name)
 
 
 def ha(name: str) -> bytes:
-    return reference(HA, name)
+    return fixture(HA, name)
 
 
 def kind_of(parse: Callable[[bytes], object], body: bytes) -> FailureKind:
@@ -68,11 +66,6 @@ def overview_of(*entries: dict[str, Any]) -> bytes:
 
 
 # -- /jobs/overview ---------------------------------------------------------------------
-
-
-def test_reference_folder_is_present() -> None:
-    assert REST.is_dir(), f"{REST} is missing"
-    assert HA.is_dir(), f"{HA} is missing"
 
 
 def test_overview_of_one_running_job() -> None:
@@ -260,7 +253,7 @@ def test_job_details_refuse_wrong_types() -> None:
     ],
 )
 def test_num_restarts(folder: Path, name: str, count: int | None) -> None:
-    assert parse_num_restarts(reference(folder, name)) == count
+    assert parse_num_restarts(fixture(folder, name)) == count
 
 
 def metrics(value: Any) -> bytes:
@@ -341,7 +334,7 @@ def test_newest_exception_of_a_restarting_job_is_its_newest_task_failure() -> No
     ],
 )
 def test_no_exception(folder: Path, name: str) -> None:
-    assert parse_newest_exception(reference(folder, name)) is None
+    assert parse_newest_exception(fixture(folder, name)) is None
 
 
 def history(*entries: Any) -> bytes:
@@ -414,7 +407,7 @@ def test_exceptions_refuse_other_shapes(body: bytes) -> None:
 )
 def test_exceptions_error_bodies_are_bad_shape(name: str) -> None:
     folder = HA if name.startswith("failover") else REST
-    assert kind_of(parse_newest_exception, reference(folder, name)) is FailureKind.BAD_SHAPE
+    assert kind_of(parse_newest_exception, fixture(folder, name)) is FailureKind.BAD_SHAPE
 
 
 # -- every HA capture -------------------------------------------------------------------
