@@ -11,11 +11,20 @@
 #   docker run -e FLINK_PROBE_TARGETS='[{"name":"prod","url":"http://jm:8081","discover":true}]' \
 #     flink-probe
 # Other commands: docker run --rm flink-probe check-config
+#
+# Another base: any Debian-like image with python3 (>= 3.11) and its venv module, such as the
+# debootstrapped Debian bookworm that .ci/image builds where Docker Hub is out of reach:
+#   docker build --build-arg BASE_IMAGE=localhost/debian-python:bookworm -t flink-probe .
+ARG BASE_IMAGE=python:3.11-slim
 
 # --- stage 1: wheels --------------------------------------------------------------------
-FROM python:3.11-slim AS build
+FROM ${BASE_IMAGE} AS build
+# pip runs in a venv of its own: a distribution's python3 may have no pip, or refuse to let
+# pip touch it (PEP 668, "externally managed").
 ENV PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/build-venv/bin:$PATH
+RUN python3 -m venv /build-venv
 WORKDIR /src
 
 # The dependencies first, from pyproject.toml alone: this layer is rebuilt only when they change.
@@ -29,7 +38,7 @@ COPY probe ./probe
 RUN pip wheel --no-deps --wheel-dir /wheels/app .
 
 # --- stage 2: runtime -------------------------------------------------------------------
-FROM python:3.11-slim
+FROM ${BASE_IMAGE}
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -42,7 +51,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home \
     && install -d -o flink-probe -g flink-probe -m 0700 /var/lib/flink-probe
 
 COPY --from=build /wheels/dependencies /wheels/dependencies
-RUN python -m venv /opt/flink-probe \
+RUN python3 -m venv /opt/flink-probe \
     && /opt/flink-probe/bin/pip install --no-index --find-links /wheels/dependencies \
         /wheels/dependencies/*.whl \
     && rm -rf /wheels

@@ -14,22 +14,11 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from tls_helpers import Authority
 
-from probe._config.models import (
-    Config,
-    ConfigError,
-    JobConfig,
-    ProbeConfig,
-    ServerConfig,
-    TargetConfig,
-    dump_effective,
-    format_byte_size,
-    format_duration,
-    load_config,
-    parse_byte_size,
-    parse_duration,
-    redacted_dict,
-)
-from probe._flink.client import BasicCredentials, BearerToken
+from probe._cogs.credentials import BasicCredentials, BearerToken
+from probe._config import Config, ConfigError, JobConfig, TargetConfig, dump_effective, load_config
+from probe._config.models import ProbeConfig, ServerConfig
+from probe._config.redaction import redacted_dict
+from probe._config.units import format_byte_size, format_duration, parse_byte_size, parse_duration
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
@@ -137,18 +126,9 @@ def test_metrics_max_age_defaults_to_the_probe_interval_plus_ten_seconds() -> No
         "  - {name: b, url: 'http://b:8081', metrics_max_age: 1m, overview_max_age: 0}\n"
     )
 
-    assert config.target("a").metrics_max_age == 40.0
-    assert config.target("a").overview_max_age == 3.0
-    assert config.target("b").metrics_max_age == 60.0
-    assert config.target("b").overview_max_age == 0.0
-
-
-def test_target_lookup_by_name() -> None:
-    config = load_text("targets: [{name: a, url: 'http://a:8081'}]")
-
-    assert config.target("a").url == "http://a:8081/"
-    with pytest.raises(KeyError):
-        config.target("b")
+    a, b = config.targets
+    assert (a.metrics_max_age, a.overview_max_age) == (40.0, 3.0)
+    assert (b.metrics_max_age, b.overview_max_age) == (60.0, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -451,7 +431,7 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
         pytest.param(
             "probe: {interval: 0}",
             {},
-            ["probe.interval: must be greater than 0"],
+            ["probe.interval: must be at least 100ms"],
             id="interval-zero",
         ),
         pytest.param(
@@ -637,6 +617,113 @@ def test_a_config_error_reads_as_its_lines() -> None:
     assert str(error) == "a: x\nb: y"
 
 
+# --- absurd values --------------------------------------------------------------------------
+
+TOO_DEEP = "nested too deeply (more than 100 levels)"
+DEEP_SPEC = "[" * 150 + "]" * 150
+
+
+def job_with_spec(spec: str) -> str:
+    return TARGET_A + f"jobs: [{{id: {JOB_ID}, target: local, deployment: d, spec: {spec}}}]\n"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[" * 100_000, id="beyond-the-recursion-limit"),
+        pytest.param("probe: " + "{a: " * 100_000, id="mappings"),
+        pytest.param(job_with_spec(f"{{x: {DEEP_SPEC}}}"), id="within-the-recursion-limit"),
+        pytest.param(job_with_spec("{x: &loop [*loop]}"), id="a-list-inside-itself"),
+        pytest.param(job_with_spec("&loop {x: *loop}"), id="a-mapping-inside-itself"),
+    ],
+)
+def test_a_deeply_nested_file_is_one_line(text: str) -> None:
+    assert error_lines(text) == [f"config file flink-probe.yaml: {TOO_DEEP}"]
+
+
+def test_nesting_up_to_the_limit_loads_and_dumps() -> None:
+    spec = "[" * 96 + "]" * 96  # jobs, its item, spec, x: 100 levels in all
+    config = load_text(job_with_spec(f"{{x: {spec}}}"))
+
+    assert load_text(dump_effective(config)) == config
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        pytest.param("FLINK_PROBE_TARGETS", "[" * 100_000, id="beyond-the-recursion-limit"),
+        pytest.param("FLINK_PROBE_JOBS", DEEP_SPEC, id="within-the-recursion-limit"),
+    ],
+)
+def test_deeply_nested_json_in_the_environment_is_one_line(variable: str, text: str) -> None:
+    assert error_lines("", {variable: text}) == [f"{variable}: {TOO_DEEP}"]
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000, f"users: {DEEP_SPEC}"])
+def test_a_deeply_nested_web_config_is_one_line(text: str) -> None:
+    Path("web.yml").write_text(text)
+
+    assert error_lines("server: {web_config: web.yml}") == [
+        f"server.web_config: web.yml: {TOO_DEEP}"
+    ]
+
+
+ABSURD_DURATIONS = {
+    "interval-subnormal": ("probe: {interval: 1e-320}", "probe.interval: must be at least 100ms"),
+    "interval-1ns": ("probe: {interval: 0.000000001s}", "probe.interval: must be at least 100ms"),
+    "interval-99ms": ("probe: {interval: 99ms}", "probe.interval: must be at least 100ms"),
+    "interval-huge": ("probe: {interval: 1e300}", "probe.interval: must be at most 87600h"),
+    "refresh-subnormal": (
+        "probe: {metrics_refresh: 1e-320}",
+        "probe.metrics_refresh: must be 0 or at least 1ms",
+    ),
+    "start-timeout-huge": (
+        "probe: {start_timeout: 1e300h}",
+        "probe.start_timeout: must be at most 87600h",
+    ),
+    "retention-subnormal": (
+        "probe: {metrics_retention: 1e-320}",
+        "probe.metrics_retention: must be at least 1ms",
+    ),
+    "overflowing-number": (
+        "probe: {start_timeout: 1e400}",
+        f"probe.start_timeout: invalid duration '1e400': {DURATION_HINT}",
+    ),
+    "infinity": (
+        "probe: {metrics_retention: .inf}",
+        f"probe.metrics_retention: invalid duration inf: {DURATION_HINT}",
+    ),
+    "nan": (
+        "probe: {metrics_refresh: .nan}",
+        f"probe.metrics_refresh: invalid duration nan: {DURATION_HINT}",
+    ),
+    "max-age-huge": (
+        TARGET_A.replace("}]", ", metrics_max_age: 1e308}]"),
+        "targets[0].metrics_max_age: must be at most 87600h",
+    ),
+    "max-age-subnormal": (
+        TARGET_A.replace("}]", ", overview_max_age: 1e-320}]"),
+        "targets[0].overview_max_age: must be 0 or at least 1ms",
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), ABSURD_DURATIONS.values(), ids=ABSURD_DURATIONS.keys()
+)
+def test_absurd_durations_are_one_line(text: str, expected: str) -> None:
+    assert error_lines(text) == [expected]
+
+
+def test_durations_at_their_bounds_load() -> None:
+    config = load_text(
+        "probe: {interval: 100ms, timeout: 1ms, metrics_refresh: 1ms, start_timeout: 87600h}"
+    )
+
+    assert (config.probe.interval, config.probe.timeout) == (0.1, 0.001)
+    assert (config.probe.metrics_refresh, config.probe.start_timeout) == (0.001, 87600 * 3600)
+
+
 # --- environment ----------------------------------------------------------------------------
 
 
@@ -674,7 +761,7 @@ def test_environment_replaces_lists_with_json() -> None:
     )
 
     assert [target.name for target in config.targets] == ["env"]
-    assert config.target("env").headers == {"Authorization": "Bearer t"}
+    assert config.targets[0].headers == {"Authorization": "Bearer t"}
     assert [job.id for job in config.jobs] == [JOB_ID]
 
 
@@ -689,7 +776,7 @@ def test_environment_overrides_the_sidecar_default() -> None:
     )
 
     assert [(target.name, target.discover) for target in config.targets] == [("jm", True)]
-    assert config.target("jm").metrics_max_age == 12.0
+    assert config.targets[0].metrics_max_age == 12.0
 
 
 @pytest.mark.parametrize(
@@ -743,12 +830,11 @@ def test_the_example_file_loads(tmp_path: Path) -> None:
         ("staging", False),
         ("analytics", False),
     ]
-    assert config.target("prod").url == "https://flink.example.com/prod-cluster/"
-    assert config.target("prod").credentials() == BasicCredentials(
-        "flink-probe", "example-password"
-    )
-    assert config.target("staging").credentials() == BearerToken("example-token")
-    assert config.target("analytics").credentials() == BearerToken("example-env-token")
+    _, prod, staging, analytics = config.targets
+    assert prod.url == "https://flink.example.com/prod-cluster/"
+    assert prod.credentials() == BasicCredentials("flink-probe", "example-password")
+    assert staging.credentials() == BearerToken("example-token")
+    assert analytics.credentials() == BearerToken("example-env-token")
     assert [(job.target, job.deployment) for job in config.jobs] == [
         ("prod", "orders"),
         ("prod", "payments"),
@@ -801,7 +887,7 @@ def test_dump_redacts_header_values_and_url_passwords() -> None:
     assert targets[1]["headers"] == {"Authorization": "<redacted>", "X-Tenant": "<redacted>"}
     assert targets[2]["url"] == "http://viewer@flink:8081/"
     # The daemon still has the secrets.
-    assert config.target("b").headers["Authorization"] == "Bearer t0ken"
+    assert config.targets[1].headers["Authorization"] == "Bearer t0ken"
 
 
 def test_dump_writes_durations_and_sizes_as_people_do() -> None:
@@ -1026,8 +1112,8 @@ def test_the_dump_names_secret_files_and_variables_but_not_secrets(
     assert "pa55word" not in repr(config)
     assert "t0ken-b" not in repr(config)
     # The daemon still has them.
-    assert config.target("a").credentials() == BasicCredentials("probe", "pa55word")
-    assert config.target("b").credentials() == BearerToken("t0ken-b")
+    assert config.targets[0].credentials() == BasicCredentials("probe", "pa55word")
+    assert config.targets[1].credentials() == BearerToken("t0ken-b")
 
 
 def test_a_dump_with_secret_files_loads_back_as_the_same_config(authority: Authority) -> None:

@@ -37,7 +37,7 @@ from daemon_harness import (
     write_config,
 )
 
-from probe._config.models import ConfigError, load_config
+from probe._config import ConfigError, load_config
 from probe.testing import FakeCluster, FakeFlinkServer, demo_cluster, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[1]
@@ -274,7 +274,8 @@ def test_image_runs_the_daemon_as_a_non_root_user_with_its_state_in_a_volume() -
     values: dict[str, list[str]] = {}
     for instruction, arguments in instructions:
         values.setdefault(instruction, []).append(arguments)
-    assert values["FROM"] == ["python:3.11-slim AS build", "python:3.11-slim"]
+    assert values["ARG"][0] == "BASE_IMAGE=python:3.11-slim"
+    assert values["FROM"] == ["${BASE_IMAGE} AS build", "${BASE_IMAGE}"]
     assert json.loads(values["ENTRYPOINT"][-1]) == ["flink-probe"]
     assert json.loads(values["CMD"][-1]) == ["run"]
     assert values["STOPSIGNAL"] == ["SIGTERM"]

@@ -42,8 +42,9 @@ from daemon_harness import (
 from tls_helpers import Authority, KeyPair, client_context, server_context
 
 import probe._config.webconfig
-from probe._config.models import TargetConfig, load_config
-from probe._flink.client import BearerToken, FailureKind, FlinkClient, FlinkError, OverviewEntry
+from probe._cogs.credentials import BearerToken
+from probe._config import TargetConfig, load_config
+from probe._flink.client import FailureKind, FlinkClient, FlinkError, OverviewEntry
 
 
 @pytest.fixture(autouse=True)

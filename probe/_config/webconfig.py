@@ -19,9 +19,8 @@ ignoring a security setting would be worse. ``client_auth_type`` ``RequestClient
 ``RequireAnyClientCert`` accept a client certificate *without verifying it*, which Python's
 ``ssl`` module cannot do: they are refused, with the verifying alternatives named.
 
-`parse_web_config` turns the file's data into a `WebSecurity`: the server's SSL context and
-the basic-auth middleware. The configuration loader (`probe._config.models`) reads the YAML and
-reports problems.
+`load_web_config` reads the file into a `WebSecurity`: the server's SSL context and the
+basic-auth middleware.
 """
 
 from __future__ import annotations
@@ -42,14 +41,17 @@ import anyio
 import bcrypt
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from probe._cogs.secret_files import ClientAuth, TlsError, TlsMaterial, server_ssl_context
+from probe._config.documents import read_mapping
+from probe._config.errors import ConfigError, error_lines
 
 __all__ = [
     "WebConfigError",
     "WebSecurity",
     "basic_auth_middleware",
+    "load_web_config",
     "parse_web_config",
 ]
 
@@ -141,6 +143,23 @@ class WebConfigFile(_Strict):
     basic_auth_users: dict[
         Annotated[str, AfterValidator(_user_name)], Annotated[str, AfterValidator(_bcrypt_hash)]
     ] = Field(default_factory=dict)
+
+
+def load_web_config(path: Path) -> WebSecurity:
+    """The `WebSecurity` the file at `path` asks for.
+
+    Raises WebConfigError with one line per problem, each starting with `path`.
+    """
+    try:
+        return parse_web_config(
+            read_mapping(path, str(path), WebConfigFile.model_fields), path.parent
+        )
+    except ConfigError as error:
+        raise WebConfigError(error.errors) from None
+    except ValidationError as error:
+        raise WebConfigError([f"{path}: {line}" for line in error_lines(error)]) from None
+    except WebConfigError as error:
+        raise WebConfigError([f"{path}: {line}" for line in error.errors]) from None
 
 
 def parse_web_config(document: Mapping[str, Any], base_dir: Path) -> WebSecurity:

@@ -12,11 +12,10 @@ measured at about 2.5x the speed of `json.loads` plus hand-written checks (a 3-j
 
 from __future__ import annotations
 
-import base64
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from ssl import SSLContext
 from typing import Annotated, Any, ClassVar, Final
@@ -26,11 +25,10 @@ import pydantic_core
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from yarl import URL
 
+from probe._cogs.credentials import BasicCredentials, BearerToken
 from probe._core.model import FlinkJobStatus
 
 __all__ = [
-    "BasicCredentials",
-    "BearerToken",
     "FailureKind",
     "FlinkClient",
     "FlinkError",
@@ -267,35 +265,6 @@ def _check_jid(jid: str) -> str:
     if len(jid) != 32 or not all(c in "0123456789abcdef" for c in jid):
         raise ValueError(f"Flink job id {jid!r} is not 32 lower-case hex digits")
     return jid
-
-
-@dataclass(frozen=True, slots=True)
-class BasicCredentials:
-    """A user name and password sent as ``Authorization: Basic ...`` (UTF-8, RFC 7617).
-
-    Not aiohttp's BasicAuth: deprecated in aiohttp 3.14, and its repr shows the password.
-    """
-
-    username: str
-    password: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        if ":" in self.username:
-            raise ValueError("a basic-auth user name cannot contain ':'")
-
-    def header_value(self) -> str:
-        encoded = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
-        return f"Basic {encoded}"
-
-
-@dataclass(frozen=True, slots=True)
-class BearerToken:
-    """A token sent as ``Authorization: Bearer <token>`` (its repr hides it)."""
-
-    token: str = field(repr=False)
-
-    def header_value(self) -> str:
-        return f"Bearer {self.token}"
 
 
 _AUTHORIZATION: Final = "authorization"
