@@ -21,7 +21,7 @@ from probe._core.model import (
     Job,
     JobState,
     canonical_job_id,
-    flink_job_id,
+    is_jid,
     job_id_from_jid,
     new_job,
 )
@@ -215,8 +215,6 @@ def test_unknown_fields_are_refused() -> None:
 
 # -- ids ----------------------------------------------------------------------------------------
 def test_flink_job_id_is_the_job_id_without_dashes() -> None:
-    assert flink_job_id(JOB_ID) == JID
-    assert flink_job_id(JOB_ID.upper()) == JID
     assert Job.model_validate(DESIGN_EXAMPLE).flink_job_id == JID
 
 
@@ -231,8 +229,9 @@ def test_ids_convert_both_ways(value: Any) -> None:
     job_id = str(value)
     assert canonical_job_id(job_id) == job_id
     assert canonical_job_id(job_id.upper()) == job_id
-    assert job_id_from_jid(flink_job_id(job_id)) == job_id
-    assert flink_job_id(job_id_from_jid(value.hex)) == value.hex
+    assert job_id_from_jid(value.hex) == job_id
+    assert is_jid(value.hex)
+    assert not is_jid(job_id)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ UTC datetimes that serialise as RFC 3339 with a ``Z`` suffix; absent values are 
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -98,9 +99,14 @@ def canonical_job_id(value: str) -> str:
     return text
 
 
-def flink_job_id(job_id: str) -> str:
-    """`status.started.flinkJobId`: the Job id without dashes."""
-    return canonical_job_id(job_id).replace("-", "")
+JID_PATTERN: Final = "[0-9a-f]{32}"
+"""A Flink job id (jid): 32 lower-case hex digits."""
+_JID: Final = re.compile(JID_PATTERN)
+
+
+def is_jid(value: str) -> bool:
+    """Whether ``value`` is a Flink job id as Flink writes it."""
+    return _JID.fullmatch(value) is not None
 
 
 def job_id_from_jid(jid: str) -> str:

@@ -26,7 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from yarl import URL
 
 from probe._cogs.credentials import BasicCredentials, BearerToken
-from probe._core.model import FlinkJobStatus
+from probe._core.model import JID_PATTERN, FlinkJobStatus, is_jid
 
 __all__ = [
     "FailureKind",
@@ -48,7 +48,6 @@ MAX_NUM_RESTARTS: Final = 1_000_000_000
 _MAX_DETAIL_CHARS: Final = 200
 # Epoch milliseconds are stored as SQLite integers: keep them within a signed 64-bit range.
 _MAX_EPOCH_MS: Final = 2**63 - 1
-_JID_PATTERN: Final = r"^[0-9a-f]{32}$"
 
 
 class FailureKind(StrEnum):
@@ -100,7 +99,7 @@ class OverviewEntry:
 
     __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(strict=True, extra="ignore")
 
-    jid: Annotated[str, Field(pattern=_JID_PATTERN)]
+    jid: Annotated[str, Field(pattern=f"^{JID_PATTERN}$")]
     name: str
     state: Annotated[FlinkJobStatus, AfterValidator(_flink_status)]
     # Epoch ms. A new JobManager process gives a recovered job a new, larger start-time.
@@ -262,7 +261,7 @@ def _flink_error_summary(body: bytes) -> str:
 
 
 def _check_jid(jid: str) -> str:
-    if len(jid) != 32 or not all(c in "0123456789abcdef" for c in jid):
+    if not is_jid(jid):
         raise ValueError(f"Flink job id {jid!r} is not 32 lower-case hex digits")
     return jid
 

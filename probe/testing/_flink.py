@@ -39,7 +39,7 @@ from typing import Any, Final, Literal, Self
 
 from aiohttp import web
 
-from probe._core.model import GLOBALLY_TERMINAL, FlinkJobStatus
+from probe._core.model import GLOBALLY_TERMINAL, FlinkJobStatus, is_jid
 
 __all__ = [
     "ANY_ENDPOINT",
@@ -142,10 +142,6 @@ _LOGIN_PAGE: Final = (
 )
 
 
-def _is_jid(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
-
-
 class FakeCluster:
     """The jobs of one simulated Flink cluster, and how it misbehaves.
 
@@ -176,7 +172,7 @@ class FakeCluster:
     ) -> str:
         """A new job (INITIALIZING, then `state`, at once); returns its jid."""
         jid = jid or uuid.uuid4().hex
-        if not _is_jid(jid):
+        if not is_jid(jid):
             raise ValueError(f"jid {jid!r} is not 32 lower-case hex digits")
         with self._lock:
             if jid in self._jobs:
@@ -321,7 +317,7 @@ class FakeCluster:
                 jobs = sorted(self._view(self.overview_lag).values(), key=lambda j: -j.start_time)
                 return 200, {"jobs": [_overview_entry(job, now) for job in jobs]}
             assert jid is not None
-            if not _is_jid(jid):
+            if not is_jid(jid):
                 return 400, _bad_job_id(jid)
             current = self._jobs.get(jid)
             if endpoint is Endpoint.STATUS:
@@ -626,7 +622,7 @@ def _internal_error() -> dict[str, Any]:
 
 def _wrong_types(endpoint: Endpoint, jid: str | None, now: int) -> Any:
     """The endpoint's outline with wrongly typed values (what a broken proxy or version sends)."""
-    some_jid = jid if jid and _is_jid(jid) else "0" * 32
+    some_jid = jid if jid and is_jid(jid) else "0" * 32
     if endpoint is Endpoint.OVERVIEW:
         entry = _overview_entry(FakeJob(some_jid, "wrong", FlinkJobStatus.RUNNING, now), now)
         return {"jobs": [entry | {"state": 42}]}
