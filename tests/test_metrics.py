@@ -56,7 +56,7 @@ def test_every_state_and_status_renders_one_current_series_with_every_label(
     store: SQLiteStore, state: JobState, status: FlinkJobStatus
 ) -> None:
     record = shown_as(last(starting(), found(BASE + 10, raw=2)), state, status)
-    text = JobSeriesRenderer(JobBook(store, [record]), retention=float("inf")).render()
+    text = "".join(JobSeriesRenderer(JobBook(store, [record]), retention=float("inf")).chunks())
 
     labels = {
         "deployment": AWKWARD,
@@ -82,7 +82,7 @@ def test_every_state_and_status_renders_one_current_series_with_every_label(
 
 
 def test_a_job_without_status_started_shows_only_its_state(store: SQLiteStore) -> None:
-    text = JobSeriesRenderer(JobBook(store, [starting()]), retention=float("inf")).render()
+    text = "".join(JobSeriesRenderer(JobBook(store, [starting()]), retention=float("inf")).chunks())
 
     state = samples(text, "flink_probe_job_state")
     assert {s.labels["state"]: s.value for s in state if s.value} == {"STARTING": 1.0}

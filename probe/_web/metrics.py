@@ -116,8 +116,8 @@ def _label_value(value: str) -> str:
 class JobSeriesRenderer:
     """The per-Job families as exposition text, from the committed records.
 
-    A scrape of 10,000 Jobs is about 200,000 series; formatting them through
-    prometheus_client's generic path costs seconds. A Job's label set never changes, so it is
+    A scrape holds about 20 series a Job, too many for prometheus_client's generic path.
+    A Job's label set never changes, so it is
     kept as text; its 18 state and status lines are one join of that text with pieces made
     once per value (``_enum_pieces``), and its count and last-probe lines one f-string each.
     """
@@ -131,13 +131,10 @@ class JobSeriesRenderer:
         self._labels: dict[str, str] = {}
         """Job id -> its label set (``JobSeriesRenderer._label_set``)."""
 
-    def render(self, openmetrics: bool = False) -> str:
-        return "".join(self.chunks(openmetrics))
-
     def chunks(self, openmetrics: bool = False, jobs_per_chunk: int = 256) -> Iterator[str]:
         """The text in pieces of a few hundred Jobs, family after family: a server can send
-        each before the next is made, so a scrape of 10,000 Jobs (about 40 MiB) never holds
-        the whole body and gives the event loop a turn between pieces."""
+        each before the next is made, so a large scrape never holds the whole body and the
+        event loop gets a turn between pieces."""
         now = self._clock()
         shown = [r for r in list(self._book.exposed.values()) if self._shown(r, now)]
         for gone in self._labels.keys() - {record.job.id for record in shown}:
@@ -206,8 +203,8 @@ _LABEL_SET: Final = "\0"  # where a Job's label set goes; never in the text itse
 def _enum_pieces(family: _Family, label: str, values: type[_E]) -> dict[_E, list[str]]:
     """Per current value, a Job's lines of an enum family (one per value, 1 for the current
     one) cut where its label set goes: ``label_set.join(pieces)`` is the text. The enum label
-    comes last so a line has one per-Job part. A scrape joins about 20,000 of these; keeping
-    18 lines of text per Job instead held 34 MiB at 10,000 Jobs."""
+    comes last so a line has one per-Job part; the pieces are shared by every Job with the
+    same value, where text kept per Job would cost memory for every Job."""
     return {
         current: "".join(
             f'{family.name}{{{_LABEL_SET},{label}="{value.value}"}} '
