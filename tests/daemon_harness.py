@@ -37,7 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from probe._commands.run import Daemon
-from probe._config.models import load_config
+from probe._config import load_config
 
 T = TypeVar("T")
 

@@ -42,6 +42,13 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def last_update(job: dict[str, Any] | None) -> str:
+    """The Job's ``lastUpdateTime``; the Job must be STARTED."""
+    started = started_of(job)
+    assert started is not None
+    return str(started["lastUpdateTime"])
+
+
 def probed_after(job: dict[str, Any] | None, moment: float) -> bool:
     """Whether the Job's last completed probe ended after `moment` (Unix time)."""
     started = started_of(job)
@@ -224,8 +231,9 @@ async def test_a_quiet_job_shows_each_probe_but_is_stored_only_when_it_changes(
         await _rounds_without_reads(cluster, rounds=3)
         in_file = stored_jobs(state_path)[dashed(orders)]
         shown = await daemon.job(dashed(orders))
+        assert shown is not None
         later = await daemon.wait_probed(dashed(orders), rounds=3)
-        assert started_of(later)["lastUpdateTime"] > started_of(shown)["lastUpdateTime"]
+        assert last_update(later) > last_update(shown)
         assert later["metadata"]["resourceVersion"] == shown["metadata"]["resourceVersion"]
         assert stored_jobs(state_path)[dashed(orders)] == in_file
 
@@ -236,7 +244,7 @@ async def test_a_quiet_job_shows_each_probe_but_is_stored_only_when_it_changes(
         last_shown = await daemon.job(dashed(orders))
 
     stored = stored_jobs(state_path)[dashed(orders)]
-    assert started_of(stored)["lastUpdateTime"] >= started_of(last_shown)["lastUpdateTime"]
+    assert last_update(stored) >= last_update(last_shown)
 
 
 async def _rounds_without_reads(cluster: FakeCluster, rounds: int) -> None:

@@ -17,7 +17,10 @@ LogFormat = Literal["json", "console", "auto"]
 
 
 def configure(level: str = "info", fmt: LogFormat = "json") -> None:
-    """Configure structlog and the stdlib root logger (aiohttp logs through it) to stderr."""
+    """Configure structlog and the stdlib root logger (aiohttp logs through it) to stderr.
+
+    Called at start-up, and again by a reload that changes ``logging``: it replaces what it set.
+    """
     use_console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())

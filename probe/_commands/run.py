@@ -1,9 +1,11 @@
 """The running daemon: wiring, lifecycle, signals and graceful shutdown.
 
 Root tasks (named, in one anyio task group): the committer, the scheduler (one loop per
-target) and the shutdown watcher. SIGTERM/SIGINT set ``should_exit``: scheduling stops, rounds
-in flight get ``probe.timeout`` + 1 s to finish and are then cancelled, the last batch is
-committed, the HTTP server closes, and ``run`` returns 0. A second signal skips the wait.
+target) and the shutdown watcher. SIGHUP re-reads the configuration: each changed setting is
+applied, or logged as needing a restart (``server``, ``state``). SIGTERM/SIGINT set
+``should_exit``: scheduling stops, rounds in flight get ``probe.timeout`` + 1 s to finish and
+are then cancelled, the last batch is committed, the HTTP server closes, and ``run`` returns 0.
+A second signal skips the wait.
 """
 
 from __future__ import annotations
@@ -14,35 +16,41 @@ import gc
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Final
 
 import aiohttp
 import anyio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
 
-from probe._cogs.logs import get_logger
+from probe._cogs.logs import configure, get_logger
 from probe._cogs.sdnotify import Notifier, run_watchdog
-from probe._config.models import Config, ConfigError, TargetConfig, load_config
+from probe._config import Config, ConfigError, TargetConfig, load_config
+from probe._config.models import ProbeConfig
 from probe._core.fold import FoldSettings
 from probe._core.model import from_epoch
 from probe._core.restarts import Lags
 from probe._flink.client import FlinkClient
 from probe._runtime.book import JobBook
+from probe._runtime.instruments import DaemonMetrics
 from probe._runtime.prober import Prober, TargetLags
 from probe._runtime.scheduler import Scheduler, Target
 from probe._runtime.sources import declare_static_jobs
-from probe._store.sqlite import Store, open_store
+from probe._store import Store, open_store
 from probe._version import __version__
-from probe._web.metrics import DaemonMetrics, JobSeriesRenderer, StateCollector
+from probe._web.metrics import JobSeriesRenderer, StateCollector
 from probe._web.server import UNAUTHENTICATED_PATHS, Api, Liveness
 
 log = get_logger("flink_probe.daemon")
 
-# The probe loop counts as stalled (GET /healthz answers 503) after this many intervals of
-# silence; a round may legitimately run for a few intervals against a slow target.
+# The probe loop counts as stalled (GET /healthz answers 503) after this many intervals (the
+# running probe.interval) of silence; a round may legitimately run for a few intervals.
 STALE_INTERVALS = 5
+RESTART_SECTIONS: Final = ("server", "state")
+"""What a reload cannot change: the listening socket and the open store."""
 SHUTDOWN_GRACE_EXTRA = 1.0
 
 
@@ -61,6 +69,9 @@ class Daemon:
         self.should_exit = anyio.Event()
         self._reload_requested = anyio.Event()
         self._force_exit = False
+        self._session: aiohttp.ClientSession
+        """The targets' HTTP client session: set by `run`, replaced by a reload that changes
+        the connection limits."""
         self.bound_port: int | None = None
         """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
         self.notifier = Notifier.from_environ()
@@ -90,14 +101,7 @@ class Daemon:
 
         registry = CollectorRegistry(auto_describe=True)
         metrics = DaemonMetrics(registry)
-        connector = aiohttp.TCPConnector(
-            limit=config.probe.concurrency,
-            limit_per_host=config.probe.per_target_concurrency,
-        )
-        async with aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": f"flink-probe/{__version__}"}
-        ) as session:
-            self._session = session
+        async with self._client_sessions(config.probe):
             targets = [self._target(t) for t in config.targets]
             scheduler = Scheduler(
                 book,
@@ -112,15 +116,13 @@ class Daemon:
             liveness = Liveness(
                 # Without targets no probe loop runs, so none can stall.
                 heartbeat=lambda: scheduler.heartbeat if scheduler.targets else time.monotonic(),
-                stale_after=STALE_INTERVALS * config.probe.interval,
+                stale_after=lambda: STALE_INTERVALS * self.config.probe.interval,
                 targets_probed=lambda: scheduler.all_probed,
-                loaded=True,
             )
             web_security = config.server.web_security  # server.web_config: TLS, basic auth
-            api = Api(book, registry, liveness, job_series).app(
-                web_security.middlewares(UNAUTHENTICATED_PATHS)
-            )
-            runner = web.AppRunner(api, handle_signals=False)
+            api = Api(book, registry, liveness, job_series)
+            app = api.app(web_security.middlewares(UNAUTHENTICATED_PATHS))
+            runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()
             try:
                 site = web.TCPSite(
@@ -137,13 +139,13 @@ class Daemon:
                     targets=[t.name for t in targets],
                     interval=config.probe.interval,
                 )
-                await self._serve(book, scheduler, liveness)
+                await self._serve(book, scheduler, api)
             finally:
                 await runner.cleanup()
         log.info("stopped", committed=book.pending == 0)
         return 0
 
-    async def _serve(self, book: JobBook, scheduler: Scheduler, liveness: Liveness) -> None:
+    async def _serve(self, book: JobBook, scheduler: Scheduler, api: Api) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal, signum)
@@ -151,13 +153,10 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(book.run_committer, name="committer")
-                tg.start_soon(self._reloader, book, scheduler, name="reloader")
+                tg.start_soon(self._reloader, book, scheduler, api, name="reloader")
                 tg.start_soon(self._report_status, book, scheduler, name="status")
                 tg.start_soon(
-                    run_watchdog,
-                    self.notifier,
-                    lambda: time.monotonic() - liveness.heartbeat() <= liveness.stale_after,
-                    name="watchdog",
+                    run_watchdog, self.notifier, lambda: not api.liveness.stalled(), name="watchdog"
                 )
                 async with anyio.create_task_group() as probing:
                     loops_done = anyio.Event()
@@ -195,38 +194,62 @@ class Daemon:
             await anyio.sleep(self.config.probe.interval)
             self.notifier.status(_summary(book, scheduler))
 
-    async def _reloader(self, book: JobBook, scheduler: Scheduler) -> None:
+    async def _reloader(self, book: JobBook, scheduler: Scheduler, api: Api) -> None:
         """SIGHUP: re-read the configuration; an invalid one is refused, the old one runs on."""
         while True:
             await self._reload_requested.wait()
             self._reload_requested = anyio.Event()
-            await self.reload(book, scheduler)
+            await self.reload(book, scheduler, api)
 
-    async def reload(self, book: JobBook, scheduler: Scheduler) -> bool:
+    async def reload(self, book: JobBook, scheduler: Scheduler, api: Api) -> bool:
         self.notifier.reloading()
         try:
-            return await self._reload(book, scheduler)
+            return await self._reload(book, scheduler, api)
         finally:
             self.notifier.ready()
 
-    async def _reload(self, book: JobBook, scheduler: Scheduler) -> bool:
+    async def _reload(self, book: JobBook, scheduler: Scheduler, api: Api) -> bool:
         log.info("reloading configuration", path=str(self.config_path or "(default)"))
         try:
             new = await anyio.to_thread.run_sync(load_config, self.config_path)
         except ConfigError as exc:
             log.error("configuration refused; keeping the running one", errors=exc.errors)
             return False
-        for key in ("server", "state"):
-            if getattr(new, key) != getattr(self.config, key):
-                log.warning("reload cannot change this section; restart to apply it", section=key)
-        new = new.model_copy(update={"server": self.config.server, "state": self.config.state})
+        old = self.config
+        changed = _changed_settings(old, new)
+        new = new.model_copy(update={s: getattr(old, s) for s in RESTART_SECTIONS})
         self.config = new
+        if any(key.startswith("logging.") for key in changed):
+            configure(new.logging.level, new.logging.format)
+        for key in changed:
+            if key.partition(".")[0] in RESTART_SECTIONS:
+                log.warning(f"reload: {key} changed; needs a restart")
+            else:
+                log.info(f"reload: {key} changed; applied")
+        if "probe.metrics_retention" in changed:
+            api.job_series = JobSeriesRenderer(book, new.probe.metrics_retention, self.clock)
+        retired = None
+        if {"probe.concurrency", "probe.per_target_concurrency"} & set(changed):
+            # A connection pool's limits are fixed: the targets restart on a new one.
+            retired, self._session = self._session, _client_session(new.probe)
         book.put(declare_static_jobs(new.jobs, book.get, from_epoch(self.clock())))
         scheduler.reconfigure(
             [self._target(t) for t in new.targets], new.probe.interval, [j.id for j in new.jobs]
         )
+        if retired is not None:
+            await retired.close()  # after reconfigure cancelled the rounds that used it
         log.info("configuration reloaded", targets=[t.name for t in new.targets])
         return True
+
+    @contextlib.asynccontextmanager
+    async def _client_sessions(self, probe: ProbeConfig) -> AsyncIterator[None]:
+        """The HTTP client session the targets share (a reload may replace it); the one in use
+        is closed on the way out."""
+        self._session = _client_session(probe)
+        try:
+            yield
+        finally:
+            await self._session.close()
 
     def _on_signal(self, signum: int) -> None:
         if self.should_exit.is_set():
@@ -263,7 +286,7 @@ class Daemon:
             name=target.name,
             namespace=target.namespace,
             discover=target.discover,
-            settings=(target, probe),
+            settings=(target, probe, self._session),
             prober=prober,
             fold_settings=FoldSettings(
                 not_found_grace=probe.not_found_grace,
@@ -293,6 +316,31 @@ def _garbage_collector_tuned() -> Iterator[None]:
     finally:
         gc.set_threshold(*threshold)
         gc.unfreeze()
+
+
+def _client_session(probe: ProbeConfig) -> aiohttp.ClientSession:
+    """One connection pool for every target, bounded by ``probe.concurrency`` in all and
+    ``probe.per_target_concurrency`` per target."""
+    connector = aiohttp.TCPConnector(
+        limit=probe.concurrency, limit_per_host=probe.per_target_concurrency
+    )
+    return aiohttp.ClientSession(
+        connector=connector, headers={"User-Agent": f"flink-probe/{__version__}"}
+    )
+
+
+def _changed_settings(old: Config, new: Config) -> list[str]:
+    """``section.key`` of every setting of the mapping sections that differs (targets and jobs
+    are logged as they start and stop)."""
+    changed: list[str] = []
+    for section in type(old).model_fields:
+        before, after = getattr(old, section), getattr(new, section)
+        if isinstance(before, BaseModel):
+            fields = type(before).model_fields
+            changed += [f"{section}.{k}" for k in fields if getattr(before, k) != getattr(after, k)]
+    if old.server != new.server and not any(key.startswith("server.") for key in changed):
+        changed.append("server.web_config")  # the same file, with new content
+    return changed
 
 
 def _summary(book: JobBook, scheduler: Scheduler) -> str:

@@ -34,15 +34,23 @@ UNAUTHENTICATED_PATHS: Final = frozenset({"/healthz", "/readyz"})
 orchestration probes (a kubelet's) carry none, and the answers show health only."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Liveness:
-    """What /healthz and /readyz consult (set by the daemon)."""
+    """What /healthz, /readyz and the systemd watchdog consult (set by the daemon)."""
 
     heartbeat: Callable[[], float]
     """monotonic time of the probe loop's last sign of life."""
-    stale_after: float
+    stale_after: Callable[[], float]
+    """Seconds of silence after which the loop counts as stalled; asked at every check, so it
+    follows a reload that changes the interval."""
     targets_probed: Callable[[], bool]
-    loaded: bool = False
+
+    def silence(self) -> float:
+        """Seconds since the probe loop's last sign of life."""
+        return time.monotonic() - self.heartbeat()
+
+    def stalled(self) -> bool:
+        return self.silence() > self.stale_after()
 
 
 def json_response(status: int, body: Any) -> web.Response:
@@ -78,6 +86,7 @@ class Api:
         job_series: JobSeriesRenderer,
     ) -> None:
         self.job_series = job_series
+        """Replaced by the daemon when a reload changes ``probe.metrics_retention``."""
         self.book = book
         self.registry = registry
         self.liveness = liveness
@@ -143,28 +152,28 @@ class Api:
         return web.Response(text=openapi_json(), content_type="application/json")
 
     async def healthz(self, request: web.Request) -> web.Response:
-        silent = time.monotonic() - self.liveness.heartbeat()
-        if silent > self.liveness.stale_after:
-            return json_response(
-                503, {"status": "stalled", "probeLoopSilentSeconds": round(silent, 1)}
-            )
+        if self.liveness.stalled():
+            silent = round(self.liveness.silence(), 1)
+            return json_response(503, {"status": "stalled", "probeLoopSilentSeconds": silent})
         return json_response(200, {"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
+        """200 with every check (all true), or 503 with the failing ones only."""
         checks = {
-            "stateLoaded": self.liveness.loaded,
             "targetsProbed": self.liveness.targets_probed(),
             "storeWritable": self.book.health.ok,
         }
-        body: dict[str, Any] = {"ready": all(checks.values()), "checks": checks}
+        ready = all(checks.values())
+        failing = {name: passed for name, passed in checks.items() if not passed}
+        body: dict[str, Any] = {"ready": ready, "checks": checks if ready else failing}
         if self.book.health.error:
             body["storeError"] = self.book.health.error
-        return json_response(200 if body["ready"] else 503, body)
+        return json_response(200 if ready else 503, body)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
         items = [
-            record.job.to_wire()
+            record.shown_job.to_wire()
             for record in list(self.book.exposed.values())
             if record.job.metadata.namespace == namespace
         ]
@@ -181,7 +190,7 @@ class Api:
         record = self.book.exposed.get(job_id)
         if record is None or record.job.metadata.namespace != namespace:
             return error(404, f"job {job_id} not found in namespace {namespace!r}")
-        return json_response(200, record.job.to_wire())
+        return json_response(200, record.shown_job.to_wire())
 
     async def read_only(self, request: web.Request) -> web.Response:
         return error(405, "Job resources are managed by flink-probe alone: the API is read-only")
