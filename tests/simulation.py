@@ -7,6 +7,8 @@ start-time (an application-mode JobManager resubmitting a fixed job id). Either 
 process change is one true restart that no Flink counter shows. The job may end globally
 terminal (FINISHED, FAILED, CANCELED), after which nothing changes. The true count at ``t`` is
 the sum of the processes' counters plus the number of process changes, all up to ``t``.
+Start-times are stamped by the JobManagers' clock, a fixed offset ahead of the daemon's: within
+the bound K the daemon is configured with, or beyond it to show what that assumption buys.
 
 The probe never sees the truth directly. The overview (status and start-time) answers with
 the truth as of a snapshot time in ``[t - E, t]``, the metric store answers ``numRestarts`` of
@@ -170,6 +172,8 @@ class TrueHistory:
     processes: tuple[Process, ...]
     terminal_at: float | None = None
     terminal_status: FlinkJobStatus = FlinkJobStatus.FINISHED
+    clock_offset: float = 0.0
+    """How far the JobManagers' clock, which stamps start-times, is ahead of the daemon's (s)."""
 
     @property
     def submitted(self) -> float:
@@ -325,9 +329,12 @@ class Run:
             return "-" if t is None else f"{t - BASE:g}"
 
         truth = self.history
+        skew = self.lags.max_clock_skew
         lines = [
             f"real lags E={self.overview_lag:g}s M={self.metrics_lag:g}s; configured "
-            f"E={self.lags.overview_max_age:g}s M={self.lags.metrics_max_age:g}s",
+            f"E={self.lags.overview_max_age:g}s M={self.lags.metrics_max_age:g}s "
+            f"K={'off' if skew is None else f'{skew:g}s'}; JobManager clock "
+            f"{truth.clock_offset:+g}s",
         ]
         # What happened after the last probe cannot matter: leave it out.
         horizon = self.answers[-1].at if self.answers else math.inf
@@ -449,44 +456,65 @@ def generate_history(
     process_restarts: bool = True,
     keep_start_time: bool = True,
     terminal: bool | None = None,
+    clock_offset: float = 0.0,
 ) -> TrueHistory:
-    """A random true history from submission at BASE.
+    """A random true history from submission at BASE, start-times stamped ``clock_offset`` ahead.
 
     ``terminal``: ``None`` lets chance decide whether the job ends, ``True``/``False`` force it.
     """
     failover_percent = choose.integer(0, 50) if process_restarts else 0
     keep_percent = choose.integer(0, 20) if process_restarts and keep_start_time else 0
-    processes = [Process(began=BASE, start_time=epoch_ms(BASE), how=ProcessStart.SUBMISSION)]
+    submitted = epoch_ms(BASE + clock_offset)
+    processes = [Process(began=BASE, start_time=submitted, how=ProcessStart.SUBMISSION)]
     restarts: list[float] = []
     tick = 0
     for _ in range(choose.integer(0, 30)):
         tick += choose.integer(0, 80)
-        t = at_tick(tick)
         if choose.chance(failover_percent):
             how = ProcessStart.FAILOVER
+            if at_tick(tick) == processes[-1].began:
+                tick += 1  # a takeover stamps its own time, later than the one it follows
         elif choose.chance(keep_percent):
             how = ProcessStart.KEEP_START_TIME
         else:
-            restarts.append(t)
+            restarts.append(at_tick(tick))
             continue
+        t = at_tick(tick)
         previous = processes[-1]
         processes[-1] = replace(previous, task_restarts=tuple(restarts))
         restarts = []
         start_time = previous.start_time
         if how is ProcessStart.FAILOVER:
-            # A takeover stamps its own time; two within a millisecond still differ.
-            start_time = max(previous.start_time + 1, epoch_ms(t))
+            start_time = epoch_ms(t + clock_offset)
         processes.append(Process(began=t, start_time=start_time, how=how))
     processes[-1] = replace(processes[-1], task_restarts=tuple(restarts))
     ends = choose.chance(30) if terminal is None else terminal
     if not ends:
-        return TrueHistory(processes=tuple(processes))
+        return TrueHistory(processes=tuple(processes), clock_offset=clock_offset)
     statuses = (FlinkJobStatus.FINISHED, FlinkJobStatus.FAILED, FlinkJobStatus.CANCELED)
     return TrueHistory(
         processes=tuple(processes),
         terminal_at=at_tick(tick + choose.integer(1, 80)),
         terminal_status=statuses[choose.integer(0, 2)],
+        clock_offset=clock_offset,
     )
+
+
+class JobManagerClock(Enum):
+    """Where the JobManagers' clock is, against the bound K the daemon is configured with."""
+
+    WITHIN_BOUND = "within the bound"
+    AHEAD_BEYOND_BOUND = "ahead beyond the bound"
+
+
+def choose_clock(choose: Chooser, clock: JobManagerClock) -> tuple[float | None, float]:
+    """The configured bound K (None: the successor rule off) and the JobManagers' offset (s)."""
+    bound = choose.integer(1, 8)  # ticks: 0.25 s to 2 s
+    if clock is JobManagerClock.AHEAD_BEYOND_BOUND:
+        return bound * TICK, (bound + choose.integer(1, 40)) * TICK
+    if choose.chance(10):
+        return None, choose.integer(-40, 40) * TICK  # off: the start-times' clock is not used
+    return bound * TICK, choose.integer(-bound, bound) * TICK
 
 
 def generate_run(
@@ -496,13 +524,16 @@ def generate_run(
     keep_start_time: bool = True,
     terminal: bool | None = None,
     max_probes: int = 40,
+    clock: JobManagerClock = JobManagerClock.WITHIN_BOUND,
 ) -> Run:
     """A random history and the answers of probes at increasing times with lagging sources."""
+    max_clock_skew, clock_offset = choose_clock(choose, clock)
     history = generate_history(
         choose,
         process_restarts=process_restarts,
         keep_start_time=keep_start_time,
         terminal=terminal,
+        clock_offset=clock_offset,
     )
     overview_lag = choose.integer(0, 20)  # ticks: up to 5 s
     metrics_lag = choose.integer(0, 100)  # ticks: up to 25 s
@@ -512,6 +543,7 @@ def generate_run(
     lags = Lags(
         overview_max_age=(overview_lag + overview_slack) * TICK,
         metrics_max_age=(metrics_lag + metrics_slack) * TICK,
+        max_clock_skew=max_clock_skew,
     )
     overview_missing = choose.integer(0, 50)
     metrics_missing = choose.integer(0, 50)
@@ -559,6 +591,7 @@ def runs(
     keep_start_time: bool = True,
     terminal: bool | None = None,
     max_probes: int = 40,
+    clock: JobManagerClock = JobManagerClock.WITHIN_BOUND,
 ) -> Run:
     """Hypothesis strategy of ``generate_run``."""
     return generate_run(
@@ -567,4 +600,66 @@ def runs(
         keep_start_time=keep_start_time,
         terminal=terminal,
         max_probes=max_probes,
+        clock=clock,
     )
+
+
+def generate_failover_after_a_read(choose: Chooser) -> Run:
+    """A raw count read, then a failover more than K after it on the JobManagers' clock (itself
+    within K of the daemon's), before any overview showed the raw's epoch current after the read.
+
+    The first epoch is seen at the first probe and its count moves last just before a probe
+    that reads it, M or more after the first; overviews then answer for less than E (each too
+    old to confirm the read), and not at all until the successor runs; a quiet tail follows.
+    Every restart of both epochs is read, so the truth is reachable."""
+    skew = choose.integer(1, 8)  # ticks: 0.25 s to 2 s
+    offset = choose.integer(-skew, skew)
+    overview_lag = choose.integer(1, 20)  # none would confirm the read at once
+    metrics_lag = choose.integer(0, 100)
+    lags = Lags(overview_lag * TICK, metrics_lag * TICK, skew * TICK)
+
+    before = [choose.integer(0, 40)]
+    while choose.chance(60):
+        before.append(before[-1] + choose.integer(2, 60))
+    read = max(before[-1], before[0] + metrics_lag) + choose.integer(1, 40)
+    old_restarts = [read - choose.integer(0, read - before[-1] - 1)]
+    for _ in range(choose.integer(0, 5)):
+        old_restarts.insert(0, max(1, old_restarts[0] - choose.integer(1, 40)))
+    failover = read + skew - offset + choose.integer(1, 40)
+    after = [read]
+    while choose.chance(50) and after[-1] + 1 < min(read + overview_lag, failover):
+        after.append(choose.integer(after[-1] + 1, min(read + overview_lag, failover) - 1))
+    new_restarts = [failover]
+    for _ in range(choose.integer(0, 5)):
+        new_restarts.append(new_restarts[-1] + choose.integer(1, 40))
+    seen = new_restarts[-1] + choose.integer(1, 40)
+    shown = seen + max(1, metrics_lag)
+    credited = shown + max(1, overview_lag)
+
+    clock_offset = offset * TICK
+    history = TrueHistory(
+        processes=(
+            Process(
+                BASE,
+                epoch_ms(BASE + clock_offset),
+                ProcessStart.SUBMISSION,
+                tuple(at_tick(t) for t in old_restarts),
+            ),
+            Process(
+                at_tick(failover),
+                epoch_ms(at_tick(failover) + clock_offset),
+                ProcessStart.FAILOVER,
+                tuple(at_tick(t) for t in new_restarts[1:]),
+            ),
+        ),
+        clock_offset=clock_offset,
+    )
+    run = Run(history, overview_lag * TICK, metrics_lag * TICK, lags, ())
+    ticks = (*before, *after, seen, shown, credited)
+    return run.with_answers(run.fresh_answer(at_tick(t)) for t in ticks)
+
+
+@st.composite
+def failovers_after_a_read(draw: st.DrawFn) -> Run:
+    """Hypothesis strategy of ``generate_failover_after_a_read``."""
+    return generate_failover_after_a_read(DataChooser(draw))

@@ -1,9 +1,12 @@
 """Properties of the restart lower bound ("confirm before credit", DESIGN.md), on simulated jobs.
 
 Every generated run is a true Flink history read through an overview and a metric store that lag
-independently (tests/simulation.py). The daemon relies on: ``observed`` never goes down, never
-exceeds the truth, reaches the truth on the happy path, settles on a terminal job's final
-count, and survives its own restarts (the ledger stored as JSON and read back).
+independently (tests/simulation.py), start-times stamped by a JobManager clock within the
+configured skew bound K of the daemon's. The daemon relies on: ``observed`` never goes down,
+never exceeds the truth, reaches the truth on the happy path and across a failover that follows
+a read by more than K, settles on a terminal job's final count, and survives its own restarts
+(the ledger stored as JSON and read back). A clock beyond K breaks the bound: the assumption
+is real.
 
 ``HYPOTHESIS_PROFILE=deep`` searches far longer (50,000 histories for the bound).
 """
@@ -12,13 +15,16 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
+import pytest
 from hypothesis import Phase, event, example, find, given, settings
 from hypothesis import strategies as st
 from simulation import (
     BASE,
     TICK,
     Answer,
+    JobManagerClock,
     Process,
     ProcessStart,
     Run,
@@ -27,6 +33,7 @@ from simulation import (
     budget,
     described,
     epoch_ms,
+    failovers_after_a_read,
     naive_observed,
     replay,
     runs,
@@ -47,6 +54,26 @@ def first_terminal_sighting(run: Run) -> float | None:
 
 def naive_overshoots(run: Run) -> bool:
     return any(n > run.true_count(a) for a, n in zip(run.answers, naive_observed(run), strict=True))
+
+
+def overshoots(run: Run) -> bool:
+    ledgers = replay(run)
+    return any(
+        led.observed > run.true_count(a) for a, led in zip(run.answers, ledgers, strict=True)
+    )
+
+
+def without_successor_rule(run: Run) -> Run:
+    """The same run read by a daemon with ``max_clock_skew: off``."""
+    return replace(run, lags=replace(run.lags, max_clock_skew=None))
+
+
+def last_count(run: Run) -> int:
+    return replay(run)[-1].observed
+
+
+def exact_at_the_end(run: Run) -> bool:
+    return last_count(run) == run.true_count(run.answers[-1])
 
 
 def standby_failover_run() -> Run:
@@ -79,8 +106,11 @@ def test_observed_is_a_monotonic_lower_bound(run: Run) -> None:
     # How hard the search pushes (pytest --hypothesis-show-statistics).
     event(f"the naive rule over-counts: {naive_overshoots(run)}")
     event(f"JobManager process changes: {min(run.history.process_restarts, 3)}")
-    exact = replay(run)[-1].observed == run.true_count(run.answers[-1])
+    exact = exact_at_the_end(run)
     event(f"observed equals the truth at the last probe: {exact}")
+    if any(p.how is ProcessStart.FAILOVER for p in run.history.processes):
+        off = exact_at_the_end(without_successor_rule(run))
+        event(f"with a failover, exact at the end: {exact}; with the successor rule off: {off}")
 
 
 def check_bound(run: Run) -> None:
@@ -189,6 +219,25 @@ def test_infinite_max_age_survives_strict_json() -> None:
     assert json_round_trip(ledger) == ledger
 
 
+@budget(ci=1000, deep=20_000)
+@given(failovers_after_a_read())
+def test_a_failover_more_than_k_after_a_read_loses_no_restart(run: Run) -> None:
+    """The raw read before the JobManager died is credited when its successor's start-time
+    shows up; confirming before crediting alone drops it at the seal."""
+    with described(run):
+        check_bound(run)
+        assert exact_at_the_end(run)
+        assert last_count(without_successor_rule(run)) < run.true_count(run.answers[-1])
+
+
+def test_a_jobmanager_clock_ahead_beyond_the_bound_can_over_count() -> None:
+    """The bound K is an assumption the lower bound rests on: with the JobManagers' clock ahead
+    of it, a raw of the successor reads as older than its start and is counted twice."""
+    search = settings(max_examples=5000, phases=[Phase.generate], database=None)
+    run = find(runs(clock=JobManagerClock.AHEAD_BEYOND_BOUND), overshoots, settings=search)
+    assert not overshoots(without_successor_rule(run)), run.describe()
+
+
 # -- the naive rule over-counts: the simulation really exercises the lag -----------------------
 def test_naive_rule_overshoots_somewhere_in_the_simulation() -> None:
     # Only generate: shrinking a found history is slow and adds nothing to "it exists".
@@ -213,11 +262,13 @@ def test_naive_rule_overshoots_on_a_standby_failover() -> None:
 LAGS = Lags(overview_max_age=3.0, metrics_max_age=20.0)
 
 
-def feed(*steps: tuple[float, Sighting], ledger: RestartLedger | None = None) -> list[int]:
+def feed(
+    *steps: tuple[float, Sighting], ledger: RestartLedger | None = None, lags: Lags = LAGS
+) -> list[int]:
     current = RestartLedger() if ledger is None else ledger
     observed = []
     for now, sighting in steps:
-        current = observe(current, BASE + now, sighting, LAGS)
+        current = observe(current, BASE + now, sighting, lags)
         observed.append(current.observed)
     return observed
 
@@ -243,6 +294,54 @@ def test_stale_smaller_start_time_is_ignored() -> None:
         (20.0, Sighting(epoch=2)),
     ]
     assert feed(*steps) == [0, 0, 0]
+
+
+def started_at(now: float) -> int:
+    """The start-time (ms) a JobManager that takes the job over at ``BASE + now`` stamps."""
+    return epoch_ms(BASE + now)
+
+
+FIRST_EPOCH = started_at(-100.0)
+
+
+@pytest.mark.parametrize(
+    ("successor_started", "max_clock_skew", "count"),
+    [
+        (30.0, 1.0, 4 + 1),
+        (20.5, 1.0, 0 + 1),  # within K of the read: the raw may be the successor's
+        (30.0, None, 0 + 1),  # the successor rule off
+    ],
+)
+def test_a_raw_read_before_its_successors_start_time_is_credited_at_the_seal(
+    successor_started: float, max_clock_skew: float | None, count: int
+) -> None:
+    steps = [
+        (0.0, Sighting(epoch=FIRST_EPOCH, raw=0, raw_max_age=20.0)),
+        (20.0, Sighting(epoch=FIRST_EPOCH, raw=4, raw_max_age=20.0)),
+        (25.0, Sighting()),  # the JobManager died before an overview confirmed the read
+        (40.0, Sighting(epoch=started_at(successor_started), raw=0, raw_max_age=20.0)),
+    ]
+    lags = Lags(overview_max_age=3.0, metrics_max_age=20.0, max_clock_skew=max_clock_skew)
+    assert feed(*steps, lags=lags) == [0, 0, 0, count]
+
+
+def test_a_raw_read_within_m_of_its_epochs_first_sighting_stays_dropped_at_the_seal() -> None:
+    steps = [
+        (0.0, Sighting(epoch=FIRST_EPOCH)),
+        (15.0, Sighting(epoch=FIRST_EPOCH, raw=4, raw_max_age=20.0)),  # maybe the epoch before
+        (40.0, Sighting(epoch=started_at(30.0))),
+    ]
+    assert feed(*steps) == [0, 0, 1]
+
+
+def test_a_lower_raw_before_the_successors_start_time_seals_first() -> None:
+    steps = [(float(t), Sighting(epoch=FIRST_EPOCH, raw=5, raw_max_age=20.0)) for t in (0, 20, 30)]
+    steps += [
+        (40.0, Sighting(epoch=FIRST_EPOCH, raw=1, raw_max_age=20.0)),  # kept its start-time
+        (50.0, Sighting(epoch=started_at(45.0))),
+    ]
+    # 5, 1 for the process restart that kept start-time, 1, and 1 for the failover.
+    assert feed(*steps) == [0, 0, 5, 5, 5 + 1 + 1 + 1]
 
 
 def test_terminal_job_settles_on_a_read_taken_after_the_terminal_sighting() -> None:

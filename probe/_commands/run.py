@@ -291,7 +291,7 @@ class Daemon:
             fold_settings=FoldSettings(
                 not_found_grace=probe.not_found_grace,
                 start_timeout=probe.start_timeout,
-                lags=Lags(target.overview_max_age, target.metrics_max_age),
+                lags=Lags(target.overview_max_age, target.metrics_max_age, target.max_clock_skew),
             ),
         )
 

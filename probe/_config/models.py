@@ -45,6 +45,7 @@ from probe._config.units import (
 )
 from probe._config.webconfig import WebConfigError, WebSecurity, load_web_config
 from probe._core.model import canonical_job_id
+from probe._core.restarts import DEFAULT_MAX_CLOCK_SKEW
 
 DEFAULT_INTERVAL: Final = 10.0
 MIN_INTERVAL: Final = 0.1
@@ -241,6 +242,12 @@ def _normalise_url(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc, path, "", ""))
 
 
+def _off(value: object) -> object:
+    """``off`` (YAML reads a bare ``off`` as false) turns a bound off: None."""
+    off = value is False or (isinstance(value, str) and value.strip().lower() == "off")
+    return None if off else value
+
+
 class TlsConfig(_Section):
     """HTTPS to a target: a private CA, a client certificate (mutual TLS), a host name.
 
@@ -334,6 +341,9 @@ class TargetConfig(_Section):
     metrics_max_age: Duration = DEFAULT_INTERVAL + METRICS_MAX_AGE_MARGIN
     """Upper bound on the age of ``numRestarts``; when omitted, `Config` sets it to
     ``probe.interval`` + 10 s (Flink's ``metrics.fetcher.update-interval``)."""
+    max_clock_skew: Annotated[Duration | None, BeforeValidator(_off)] = DEFAULT_MAX_CLOCK_SKEW
+    """Bound K on the skew of the JobManagers' clocks to the daemon's; ``off`` (None) turns off
+    the restart rule's successor step, which trusts a new epoch's start-time against it."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Sent with every request (e.g. Authorization); redacted in `dump_effective`."""
     tls: TlsConfig | None = None

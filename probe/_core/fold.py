@@ -85,7 +85,7 @@ class FoldResult:
     record: JobRecord
     events: tuple[Event, ...]
     stored: bool = True
-    """False when nothing moved but the probe's time (``lastUpdateTime``, when the epoch was
+    """False when nothing moved but the probe's time (``last_probe_at``, when the epoch was
     last seen): such a record may be shown before it is stored (`JobBook.touch`); a count or a
     state is only ever shown once stored."""
 
@@ -110,11 +110,11 @@ def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldRes
         and not route(job.state, obs.status)
     ):
         # The steady state of a running job, nearly every probe: nothing moves but the
-        # probe's time (and maybe an unconfirmed raw). `fold_changed` would come to the same
-        # Job at several times the cost.
-        only_times = record.missing_probes == 0 and _same_count(record.ledger, ledger)
-        job = _touched(job, from_epoch(obs.at), stored=not only_times)
-        return FoldResult(JobRecord(job, ledger, 0, obs.at), (), stored=not only_times)
+        # probe's time (and maybe an unconfirmed raw), which the record carries apart.
+        if record.missing_probes == 0 and _same_count(record.ledger, ledger):
+            return FoldResult(JobRecord(job, ledger, 0, obs.at), (), stored=False)
+        job = _stored_probe(job, from_epoch(obs.at))
+        return FoldResult(JobRecord(job, ledger, 0, obs.at), ())
     return fold_changed(record, obs, settings, ledger)
 
 
@@ -130,16 +130,11 @@ _count_fields: Final = operator.attrgetter(
 )
 
 
-def _touched(job: Job, now: datetime, stored: bool) -> Job:
-    """The Job with ``lastUpdateTime`` at ``now``. A stored change also moves ``modifiedAt``
-    and ``resourceVersion``; a change of the time alone does not (it is stored later)."""
+def _stored_probe(job: Job, now: datetime) -> Job:
+    """The Job probed at ``now`` with nothing else moved, as a stored change."""
     started = job.status.started
     assert started is not None
-    if started.last_update_time == now:
-        return job
     status = replace_model(job.status, started=replace_model(started, last_update_time=now))
-    if not stored:
-        return replace_model(job, status=status)
     metadata = job.metadata
     return replace_model(
         job,

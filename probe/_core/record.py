@@ -8,7 +8,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from probe._core.model import Job
+from probe._core.model import Job, from_epoch, replace_model
 from probe._core.restarts import RestartLedger
 
 
@@ -21,7 +21,8 @@ class JobRecord:
     missing_probes: int = 0
     """Consecutive probes that found the (seen) job gone; reset when it is found."""
     last_probe_at: float | None = None
-    """When the last probe of the Job ended (also for Jobs without ``status.started``)."""
+    """When the last probe of the Job ended (also for Jobs without ``status.started``): the
+    Job's ``lastUpdateTime`` as shown, kept apart so a quiet probe copies no model."""
 
     @property
     def probing(self) -> bool:
@@ -29,6 +30,19 @@ class JobRecord:
         if not self.job.state.is_final:
             return True
         return self.ledger.terminal_seen_at is not None and not self.ledger.settled
+
+    @property
+    def shown_job(self) -> Job:
+        """The Job as served and stored: ``lastUpdateTime`` is the last probe's time."""
+        job = self.job
+        started = job.status.started
+        if started is None or self.last_probe_at is None:
+            return job
+        probed = from_epoch(self.last_probe_at)
+        if started.last_update_time == probed:
+            return job
+        started = replace_model(started, last_update_time=probed)
+        return replace_model(job, status=replace_model(job.status, started=started))
 
     def to_document(self) -> str:
         # The Job is serialised by pydantic-core straight to JSON (a dict round trip through
@@ -41,7 +55,7 @@ class JobRecord:
             },
             separators=(",", ":"),
         )
-        return '{"job":' + self.job.model_dump_json(by_alias=True) + "," + rest[1:]
+        return '{"job":' + self.shown_job.model_dump_json(by_alias=True) + "," + rest[1:]
 
     @classmethod
     def from_document(cls, text: str) -> Self:

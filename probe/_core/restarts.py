@@ -5,7 +5,9 @@ implementation. In short: Flink's ``numRestarts`` counts restarts in the current
 process only, and two signals of a new process, a larger ``start-time`` (the *epoch*) and a
 counter back at 0, arrive late and out of step (the overview is up to ``overview_max_age`` old,
 the metric up to ``metrics_max_age``). A raw count is therefore credited to an epoch only once
-that epoch is known to have been current for the whole window the raw's snapshot could come from.
+that epoch is known to have been current for the whole window the raw's snapshot could come from,
+or once a newer epoch shows up whose start-time, less the bound on the JobManagers' clock skew,
+is after the read: the newer epoch's process had not begun when the raw's snapshot was taken.
 
 Times are seconds since the Unix epoch (floats); epochs are Flink's ``start-time`` in ms.
 """
@@ -101,12 +103,19 @@ class Sighting:
     """How old the epoch's answer may be; None means the target's ``overview_max_age``."""
 
 
+DEFAULT_MAX_CLOCK_SKEW = 1.0
+"""Seconds: NTP-synchronised hosts are well within it."""
+
+
 @dataclass(frozen=True, slots=True)
 class Lags:
-    """A target's bounds on how old its answers can be (seconds)."""
+    """A target's bounds on how old its answers can be, and on its JobManagers' clocks (seconds)."""
 
     overview_max_age: float
     metrics_max_age: float
+    max_clock_skew: float | None = DEFAULT_MAX_CLOCK_SKEW
+    """K: how far a JobManager's clock may be from the daemon's. None turns the successor rule
+    of step 1 off, for clusters whose clocks cannot be trusted."""
 
     @property
     def give_up_after(self) -> float:
@@ -174,7 +183,7 @@ def _steps(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) ->
         ledger.terminal_seen_at,
         ledger.settled,
     )
-    _see_epoch(led, now, sighting, now - _epoch_age(sighting, lags))
+    _see_epoch(led, now, sighting, now - _epoch_age(sighting, lags), lags.max_clock_skew)
     if sighting.raw is not None:
         raw = PendingRaw(now, sighting.raw, sighting.raw_max_age)
         led.pending = (*led.pending, raw)[-MAX_PENDING:]
@@ -214,7 +223,9 @@ class _Draft:
     settled: bool
 
 
-def _see_epoch(led: _Draft, now: float, sighting: Sighting, current_at: float) -> None:
+def _see_epoch(
+    led: _Draft, now: float, sighting: Sighting, current_at: float, max_clock_skew: float | None
+) -> None:
     """Steps 1 and 5: a newer epoch seals the current one; a terminal status is remembered.
 
     ``current_at`` is the latest time the sighting proves the epoch current (its snapshot
@@ -229,6 +240,8 @@ def _see_epoch(led: _Draft, now: float, sighting: Sighting, current_at: float) -
             # A globally terminal job is never taken over again; a larger start-time for
             # it can only be a different submission under the same id, which we ignore.
             return
+        if max_clock_skew is not None:
+            _credit_before_successor(led, epoch / 1000 - max_clock_skew)
         _seal(led)
         led.epoch, led.epoch_first_seen, led.epoch_current_until = epoch, now, current_at
         led.pending = ()
@@ -245,6 +258,27 @@ def _seal(led: _Draft) -> None:
     led.process_restarts += 1
 
 
+def _credit(led: _Draft, value: int) -> None:
+    """Credit a raw known to come from the current epoch (or from an unseen one after it)."""
+    if value < led.credit:
+        # Lower: a process restart that kept start-time (or an unseen epoch) came in between.
+        _seal(led)
+    led.credit = max(led.credit, value)
+
+
+def _credit_before_successor(led: _Draft, successor_began_by: float) -> None:
+    """Step 1's successor rule: credit, in read order, every pending raw read before
+    ``successor_began_by`` (the newer epoch's start-time less the clock skew bound).
+
+    Its snapshot predates the successor, and it was read M or more after the current epoch was
+    first seen (`_confirm` drops the others at once): it comes from the current epoch or from
+    an epoch between the two that was never seen. Credited with max, such an epoch adds at most
+    its own count, and its process restart is not counted: the sum stays a lower bound."""
+    for raw in led.pending:
+        if raw.seen_at < successor_began_by:
+            _credit(led, raw.value)
+
+
 def _confirm(led: _Draft) -> list[PendingRaw]:
     """Credit every pending raw now known to belong to the current epoch; return those credited."""
     if led.epoch_first_seen is None or led.epoch_current_until is None or not led.pending:
@@ -259,10 +293,7 @@ def _confirm(led: _Draft) -> list[PendingRaw]:
         if not terminal and current_until < raw.seen_at:
             kept.append(raw)  # not yet known that no newer epoch had begun by its snapshot
             continue
-        if raw.value < led.credit:
-            # Confirmed for this epoch yet lower: a process restart that kept start-time.
-            _seal(led)
-        led.credit = max(led.credit, raw.value)
+        _credit(led, raw.value)
         credited.append(raw)
     led.pending = tuple(kept)
     return credited
