@@ -1,7 +1,8 @@
 """``flink-probe``: the command line.
 
 Exit codes: 0 success; 1 the daemon could not run (state store, listen address); 2 a usage or
-configuration error. A user mistake prints one line per problem to stderr, never a traceback.
+configuration error. A user mistake prints one line per problem to stderr, never a traceback:
+argparse's usage errors too (`OneLineParser`).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 
 from probe._cogs.logs import configure, get_logger
-from probe._config.models import Config, ConfigError, dump_effective, load_config
+from probe._commands.jobs import DEFAULT_URL, DaemonUrl, list_jobs, parse_daemon_url
+from probe._config import Config, ConfigError, dump_effective, load_config
 from probe._core.model import JobState
-from probe._store.sqlite import StoreError
+from probe._store import StoreError
 from probe._version import __version__
 
 EXIT_OK = 0
@@ -24,8 +27,25 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage error is one line, ``flink-probe: error: ...``, pointing at ``--help`` (exit 2);
+    argparse would print the whole usage first. Sub-parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        problem = " ".join(message.splitlines())
+        self.exit(EXIT_USAGE, f"flink-probe: error: {problem} (see {self.prog} --help)\n")
+
+
+def _daemon_url(text: str) -> DaemonUrl:
+    """``--url``: a bad one is a usage error, refused before any request."""
+    try:
+        return parse_daemon_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="flink-probe",
         description="Watch Apache Flink jobs as Job resources and export them to Prometheus.",
     )
@@ -52,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="list the Jobs of a running daemon")
     jobs.add_argument(
         "--url",
-        default="http://127.0.0.1:9270",
+        type=_daemon_url,
+        default=DEFAULT_URL,
         help="the daemon's address (default http://127.0.0.1:9270)",
     )
     jobs.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
@@ -76,9 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return demo(port=args.port, duration=args.duration)
     if args.command == "jobs":
-        from probe._commands.jobs import list_jobs
-
-        return list_jobs(args.url, namespace=args.namespace, state=args.state, output=args.output)
+        return list_jobs(
+            args.url,
+            namespace=args.namespace,
+            state=None if args.state is None else JobState(args.state),
+            output=args.output,
+            out=sys.stdout,
+            err=sys.stderr,
+        )
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -1,11 +1,12 @@
-"""Fixtures shared by the daemon's end-to-end suites (tests/test_daemon.py, test_server.py)."""
+"""Fixtures shared by the suites: fake Flink for the daemon's end-to-end tests, and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from postgres_cluster import Database, PostgresCluster, session_cluster
 
 from probe.testing import FakeCluster, FakeFlinkServer
 
@@ -21,3 +22,18 @@ async def fake_flink() -> AsyncIterator[FakeFlinkServer]:
     """A fake Flink cluster (no jobs, no lags) served on a free port of 127.0.0.1."""
     async with FakeFlinkServer(FakeCluster()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """The session's private PostgreSQL server (tests/postgres_cluster.py)."""
+    with session_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_database(postgres_cluster: PostgresCluster) -> Iterator[Database]:
+    """An empty database of the test's own, dropped afterwards."""
+    database = postgres_cluster.create_database()
+    yield database
+    postgres_cluster.drop_database(database.name)

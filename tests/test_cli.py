@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,12 @@ from daemon_harness import (
     wait_for_sync,
     write_config,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from simulation import budget
 
 from probe._version import __version__
+from probe.cli import main
 from probe.testing import FakeCluster, FaultKind, serve_in_thread
 
 MESSAGE_PREFIX = "flink-probe: "
@@ -54,6 +60,100 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.strip() == f"flink-probe {__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    code: int | str | None
+    out: str
+    err: str
+
+
+def in_process(*args: str) -> Outcome:
+    """`flink-probe ARGS` through `main`, as the console script calls it, in this process."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code: int | str | None = main(list(args))
+        except SystemExit as stop:
+            code = stop.code
+    return Outcome(code, out.getvalue(), err.getvalue())
+
+
+NOT_A_URL = "argument --url: not an http:// or https:// URL with a host"
+
+
+@pytest.mark.parametrize(
+    ("args", "problem", "command"),
+    [
+        ((), "the following arguments are required: COMMAND", ""),
+        (("start",), "argument COMMAND: invalid choice: 'start'", ""),
+        (("run", "--verbose"), "unrecognized arguments: --verbose", ""),
+        (("check-config", "--config"), "argument --config: expected one argument", "check-config"),
+        (("demo", "--port", "x"), "argument --port: invalid int value: 'x'", "demo"),
+        (("jobs", "--state", "running"), "argument --state: invalid choice: 'RUNNING'", "jobs"),
+        (("jobs", "--url", "localhost"), NOT_A_URL, "jobs"),
+        (("jobs", "--url", ""), NOT_A_URL, "jobs"),
+        (("jobs", "--url", "http://[::1"), NOT_A_URL, "jobs"),
+        (("jobs", "--url", "http://127.0.0.1:99999"), NOT_A_URL, "jobs"),
+        (
+            ("jobs", "--url", "http://127.0.0.1:9270/a b"),
+            "argument --url: the URL contains a",
+            "jobs",
+        ),
+    ],
+)
+def test_a_usage_error_is_one_line_and_exit_2(
+    args: tuple[str, ...], problem: str, command: str
+) -> None:
+    outcome = in_process(*args)
+    assert (outcome.code, outcome.out) == (2, "")
+    [line] = outcome.err.splitlines()
+    assert line.startswith(f"flink-probe: error: {problem}")
+    assert line.endswith(f"(see {' '.join(['flink-probe', command]).strip()} --help)")
+
+
+def test_a_usage_error_of_the_installed_command_is_one_line() -> None:
+    result = run_cli("jobs", "--url", "localhost")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"flink-probe: error: {NOT_A_URL}, such as http://127.0.0.1:9270"
+        " (see flink-probe jobs --help)\n"
+    )
+
+
+PASSWORD = "pw-Zq9"
+CLOSED_PORT = free_port()
+"""Nothing listens there: a URL that parses is refused by the kernel, never sent elsewhere."""
+_url_characters = st.characters(blacklist_characters="/?#@")  # none may move the host
+daemon_urls = st.one_of(
+    # Without "//" there is no host: never a request.
+    st.text().filter(lambda text: "//" not in text),
+    st.builds(
+        "{}{}{}{}{}".format,
+        st.sampled_from(["http://", "HTTPS://", "https://", "ftp://", "http:/", "//", ""]),
+        st.sampled_from(["", f"ops:{PASSWORD}@", "ops@", ":@"]),
+        st.sampled_from(["127.0.0.1", "[::1]", "[::1", "[", "]", "", "127.0.0.1]", "[127.0.0.1]"]),
+        st.one_of(
+            st.sampled_from(["", ":", f":{CLOSED_PORT}", ":0", ":65536", ":-1"]),
+            st.text(st.characters(blacklist_categories=["Nd"], blacklist_characters="/?#@")).map(
+                ":".__add__
+            ),
+        ),
+        st.one_of(st.just(""), st.text().map("/".__add__), st.text(_url_characters)),
+    ),
+)
+
+
+@budget(ci=300, deep=5_000)
+@given(daemon_urls)
+def test_any_url_gives_one_line_and_never_a_traceback(url: str) -> None:
+    outcome = in_process("jobs", "--url", url)
+    assert outcome.code in (1, 2), outcome
+    assert outcome.out == ""
+    [line] = outcome.err.splitlines()
+    assert line.startswith("flink-probe: ")
+    assert PASSWORD not in line
 
 
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"

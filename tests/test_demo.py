@@ -11,10 +11,11 @@ import io
 import os
 import re
 import signal
+import socket
 from typing import Any
 
 import pytest
-from daemon_harness import ProbeClient, free_port, wait_for
+from daemon_harness import ProbeClient, free_port, run_cli, wait_for
 
 from probe._commands.demo import CLEAR_SCREEN, JIDS, run_demo
 
@@ -109,18 +110,15 @@ async def test_demo_redraws_a_table_on_a_terminal_and_stops_after_its_duration()
     assert set(table_rows(last)) == set(JIDS)
 
 
-async def test_demo_on_a_taken_port_fails_with_one_line(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    port = free_port()
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", port)
-    async with server:
-        code = await run_demo(port=port, duration=5, out=io.StringIO(), speed=SPEED)
-    assert code == 1
-    errors = capsys.readouterr().err.splitlines()
-    [line] = [text for text in errors if text.startswith("flink-probe demo:")]
+def test_demo_on_a_taken_port_fails_with_one_line() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = run_cli("demo", "--port", str(port), "--duration", "5")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = result.stderr.splitlines()
     assert line.startswith(f"flink-probe demo: cannot listen on 127.0.0.1:{port}: ")
-    assert "--port" in line
+    assert line.endswith("(pick another port: flink-probe demo --port N)")
 
 
 async def test_demo_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:

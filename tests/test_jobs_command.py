@@ -2,7 +2,8 @@
 
 One daemon for the module, in this event loop, watching the fake cluster's demo scenario
 (two running jobs, one finished, one failed) plus a declared Job in another namespace that
-Flink never runs (STARTING). `list_jobs` is synchronous (urllib), so it runs in a thread.
+Flink never runs (STARTING). The command runs as a user runs it, in a subprocess (in a thread,
+so that this event loop goes on serving it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import io
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,13 +26,14 @@ from daemon_harness import (
     daemon_config,
     dashed,
     free_port,
+    run_cli,
     running_daemon,
     static_job,
     target,
     wait_for,
 )
 
-from probe._commands.jobs import TABLE_HEADERS, OutputFormat, list_jobs
+from probe._commands.jobs import TABLE_HEADERS
 from probe.testing import DEMO_JOBS, FakeCluster, FakeFlinkServer, demo_cluster
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -79,18 +80,10 @@ class Result:
     err: str
 
 
-async def jobs_command(
-    url: str,
-    *,
-    namespace: str | None = None,
-    state: str | None = None,
-    output: OutputFormat = "table",
-) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    code = await asyncio.to_thread(
-        lambda: list_jobs(url, namespace=namespace, state=state, output=output, out=out, err=err)
-    )
-    return Result(code, out.getvalue(), err.getvalue())
+async def jobs_command(url: str, *args: str) -> Result:
+    """`flink-probe jobs --url URL ARGS`."""
+    done = await asyncio.to_thread(run_cli, "jobs", "--url", url, *args)
+    return Result(done.returncode, done.stdout, done.stderr)
 
 
 def parse_table(text: str) -> list[dict[str, str]]:
@@ -119,7 +112,7 @@ async def test_table_lists_every_job_of_the_default_namespace(daemon: Daemon) ->
 
 
 async def test_state_filter_is_case_insensitive(daemon: Daemon) -> None:
-    result = await jobs_command(daemon.url, state="failed")
+    result = await jobs_command(daemon.url, "--state", "failed")
     assert result.code == 0
     [row] = parse_table(result.out)
     assert (row["DEPLOYMENT"], row["STATE"], row["FLINK STATUS"]) == (
@@ -131,29 +124,28 @@ async def test_state_filter_is_case_insensitive(daemon: Daemon) -> None:
 
 async def test_json_and_yaml_are_the_daemons_job_list(daemon: Daemon) -> None:
     api_jobs = await daemon.handle.jobs()
-    as_json = await jobs_command(daemon.url, output="json")
-    as_yaml = await jobs_command(daemon.url, output="yaml")
+    as_json = await jobs_command(daemon.url, "-o", "json")
+    as_yaml = await jobs_command(daemon.url, "--output", "yaml")
     assert as_json.code == as_yaml.code == 0
-    from_json = json.loads(as_json.out)
-    from_yaml = yaml.safe_load(as_yaml.out)
-    assert from_json == from_yaml
-    assert from_json["kind"] == "JobList"
-    # Probing goes on between the requests: compare what does not change any more.
-    assert [job["metadata"]["id"] for job in from_json["items"]] == [
-        job["metadata"]["id"] for job in api_jobs
-    ]
-    final = [job for job in from_json["items"] if job["status"]["state"] != "STARTED"]
-    assert final == [job for job in api_jobs if job["status"]["state"] != "STARTED"]
+
+    def settled(jobs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+        """Probing goes on between the requests: the ids, and the Jobs that no longer change."""
+        final = [job for job in jobs if job["status"]["state"] != "STARTED"]
+        return [job["metadata"]["id"] for job in jobs], final
+
+    for listing in (json.loads(as_json.out), yaml.safe_load(as_yaml.out)):
+        assert listing["kind"] == "JobList"
+        assert settled(listing["items"]) == settled(api_jobs)
 
 
 async def test_json_with_a_state_filter(daemon: Daemon) -> None:
-    result = await jobs_command(daemon.url, state="STARTED", output="json")
+    result = await jobs_command(daemon.url, "--state", "STARTED", "-o", "json")
     names = {job["metadata"]["deploymentName"] for job in json.loads(result.out)["items"]}
     assert names == {"orders", "payments"}
 
 
 async def test_another_namespace_and_a_job_not_started_yet(daemon: Daemon) -> None:
-    result = await jobs_command(daemon.url, namespace="team-b")
+    result = await jobs_command(daemon.url, "-n", "team-b")
     assert result.code == 0
     [row] = parse_table(result.out)
     assert row["ID"] == WAITING_JOB
@@ -166,18 +158,20 @@ async def test_another_namespace_and_a_job_not_started_yet(daemon: Daemon) -> No
 
 
 async def test_no_jobs_is_said_on_stderr(daemon: Daemon) -> None:
-    result = await jobs_command(daemon.url, namespace="nobody")
+    result = await jobs_command(daemon.url, "--namespace", "nobody")
     assert (result.code, result.out) == (0, "")
     assert result.err == "No jobs in namespace nobody.\n"
-    filtered = await jobs_command(daemon.url, state="TERMINATING")
+    filtered = await jobs_command(daemon.url, "--state", "TERMINATING")
     assert filtered.err == "No jobs in state TERMINATING in namespace default.\n"
 
 
-async def test_an_unknown_state_is_a_usage_error(daemon: Daemon) -> None:
-    result = await jobs_command(daemon.url, state="RUNNING")
-    assert result.code == 2
-    assert result.out == ""
-    assert result.err.startswith("flink-probe: unknown state 'RUNNING' (one of STARTING, ")
+async def test_a_flink_status_is_not_a_state_a_usage_error(daemon: Daemon) -> None:
+    result = await jobs_command(daemon.url, "--state", "RUNNING")
+    assert (result.code, result.out) == (2, "")
+    assert result.err.startswith(
+        "flink-probe: error: argument --state: invalid choice: 'RUNNING' (choose from 'STARTING', "
+    )
+    assert result.err.endswith(" (see flink-probe jobs --help)\n")
 
 
 async def test_a_daemon_that_is_not_running_is_one_line_and_exit_1() -> None:

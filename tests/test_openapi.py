@@ -9,8 +9,13 @@ status code, content type, headers, body schema.
 from __future__ import annotations
 
 import copy
+import json
+import operator
+import re
 import uuid
 from collections.abc import Iterator
+from functools import reduce
+from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
@@ -31,10 +36,10 @@ from openapi_spec_validator import validate
 from schemathesis.checks import positive_data_acceptance
 from schemathesis.generation.case import Case
 
-from probe._core.model import Job
-from probe._web.openapi import JOB_PATH, JOBS_PATH, OPENAPI_PATH, WRITE_METHODS, openapi_document
+from probe._web.openapi import OPENAPI_PATH, WRITE_METHODS, openapi_document
 from probe.testing import FakeCluster, serve_in_thread
 
+REPO = Path(__file__).resolve().parents[1]
 JIDS = {
     "orders": "3f1da3c86f22430f9200eda014ea5319",
     "nightly": "0f0e0d0c0b0a09080706050403020100",
@@ -72,26 +77,149 @@ def test_the_document_is_valid_openapi_3_1() -> None:
     document = openapi_document()
     validate(copy.deepcopy(document))
     assert document["openapi"] == "3.1.0"
-    paths = document["paths"]
-    assert set(paths) == {"/", "/metrics", "/healthz", "/readyz", OPENAPI_PATH, JOBS_PATH, JOB_PATH}
-    for path in (JOBS_PATH, JOB_PATH):
+    assert set(document["paths"]) == {
+        "/",
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/api/openapi.json",
+        "/api/v1/namespaces/{namespace}/jobs",
+        "/api/v1/namespaces/{namespace}/jobs/{jobId}",
+    }
+
+
+def answer_schema(path: str, method: str, status: str) -> dict[str, Any]:
+    """The JSON schema of an answer, its reference followed."""
+    document = openapi_document()
+    answer = document["paths"][path][method]["responses"][status]
+    if "$ref" in answer:
+        answer = document["components"]["responses"][answer["$ref"].rpartition("/")[2]]
+    return followed(answer["content"]["application/json"]["schema"])
+
+
+def followed(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` itself, or the component its `$ref` names (also as the non-null branch of an
+    optional field's `anyOf`)."""
+    schemas = openapi_document()["components"]["schemas"]
+    branches = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+    [schema] = branches
+    while "$ref" in schema:
+        schema = schemas[schema["$ref"].removeprefix("#/components/schemas/")]
+    return schema
+
+
+def fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """An object's fields, each followed; the API sends every field, so each is required."""
+    assert schema["type"] == "object"
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == set(schema["properties"])
+    return {name: followed(field) for name, field in schema["properties"].items()}
+
+
+def test_the_job_list_is_documented_field_by_field() -> None:
+    """What a client of `GET .../jobs` relies on, written out (not derived from the model)."""
+    job_list = fields(answer_schema("/api/v1/namespaces/{namespace}/jobs", "get", "200"))
+    assert job_list["kind"] == {"const": "JobList"}
+    assert job_list["items"]["type"] == "array"
+    job = fields(followed(job_list["items"]["items"]))
+    assert job == fields(answer_schema("/api/v1/namespaces/{namespace}/jobs/{jobId}", "get", "200"))
+    assert set(job) == {"apiVersion", "kind", "metadata", "spec", "status"}
+
+    metadata = fields(job["metadata"])
+    assert set(metadata) == {
+        "id",
+        "namespace",
+        "deploymentName",
+        "createdAt",
+        "modifiedAt",
+        "terminatedAt",
+        "resourceVersion",
+        "annotations",
+    }
+    for time_field in ("createdAt", "modifiedAt", "terminatedAt"):
+        assert (metadata[time_field]["type"], metadata[time_field]["format"]) == (
+            "string",
+            "date-time",
+        )
+    assert metadata["resourceVersion"]["type"] == "integer"
+
+    status = fields(job["status"])
+    assert set(status) == {"state", "failure", "started"}
+    assert set(status["state"]["enum"]) == {
+        "STARTING",
+        "STARTED",
+        "TERMINATING",
+        "TERMINATED",
+        "FAILED",
+        "FINISHED",
+    }
+    assert set(fields(status["failure"])) == {"reason", "message", "failedAt"}
+    started = fields(status["started"])
+    assert set(started) == {
+        "flinkJobId",
+        "transitionTime",
+        "lastUpdateTime",
+        "observedFlinkJobRestarts",
+        "observedFlinkJobStatus",
+    }
+    restarts = started["observedFlinkJobRestarts"]
+    assert (restarts["type"], restarts["minimum"]) == ("integer", 0)
+    assert {"RUNNING", "RESTARTING", "CANCELED", "UNKNOWN"} <= set(
+        started["observedFlinkJobStatus"]["enum"]
+    )
+
+
+def test_writes_to_the_jobs_are_documented_as_refused() -> None:
+    paths = openapi_document()["paths"]
+    for path in (
+        "/api/v1/namespaces/{namespace}/jobs",
+        "/api/v1/namespaces/{namespace}/jobs/{jobId}",
+    ):
         assert {"get", "post", "put", "patch", "delete"} <= set(paths[path])
         for method in ("post", "put", "patch", "delete"):
             assert set(paths[path][method]["responses"]) == {"401", "405"}
+        error = answer_schema(path, "delete", "405")
+        assert set(fields(followed(error["properties"]["error"]))) == {"code", "message"}
 
 
-def test_the_job_schema_is_the_models() -> None:
-    """Generated from the pydantic model: same fields, every one of them required (the API
-    sends every field, null where absent)."""
-    schemas = openapi_document()["components"]["schemas"]
-    wire_fields = {field.alias or name for name, field in Job.model_fields.items()}
-    assert set(schemas["Job"]["properties"]) == wire_fields
-    assert set(schemas["Job"]["required"]) == wire_fields
-    assert schemas["Job"]["additionalProperties"] is False
-    for name in ("Metadata", "Status", "Started", "Failure", "FlinkJobStatus", "JobState"):
-        assert name in schemas, name
-    created_at = schemas["Metadata"]["properties"]["createdAt"]
-    assert (created_at["type"], created_at["format"]) == ("string", "date-time")
+README_JOB = json.loads(
+    re.search(r"```json\n(.*?)```", (REPO / "README.md").read_text(), re.S)[1]  # type: ignore[index]
+)
+"""The README's example Job, as a client would expect one."""
+
+
+def with_change(job: dict[str, Any], *path: str, value: object) -> dict[str, Any]:
+    changed = copy.deepcopy(job)
+    *parents, last = path
+    reduce(operator.getitem, parents, changed)[last] = value
+    return changed
+
+
+def without(job: dict[str, Any], *path: str) -> dict[str, Any]:
+    changed = copy.deepcopy(job)
+    *parents, last = path
+    del reduce(operator.getitem, parents, changed)[last]
+    return changed
+
+
+def test_the_readmes_job_is_valid_and_mistakes_are_not() -> None:
+    job_list = {
+        "$ref": "#/components/schemas/JobList",
+        "components": openapi_document()["components"],
+    }
+    jsonschema_rs.validate(job_list, {"kind": "JobList", "items": [README_JOB]})
+    started = ("status", "started")
+    for wrong in (
+        with_change(README_JOB, *started, "observedFlinkJobRestarts", value="3"),
+        with_change(README_JOB, *started, "observedFlinkJobRestarts", value=-1),
+        with_change(README_JOB, *started, "observedFlinkJobStatus", value="BROKEN"),
+        with_change(README_JOB, "status", "state", value="RUNNING"),
+        with_change(README_JOB, "metadata", "createdAt", value=1700000000),
+        with_change(README_JOB, "metadata", "owner", value="someone"),
+        without(README_JOB, "status", "started"),
+        without(README_JOB, "metadata", "terminatedAt"),
+    ):
+        assert not jsonschema_rs.is_valid(job_list, {"kind": "JobList", "items": [wrong]}), wrong
 
 
 @pytest.fixture(scope="module")

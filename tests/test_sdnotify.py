@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import structlog
@@ -16,6 +18,7 @@ import structlog
 from probe._cogs.sdnotify import Notifier, run_watchdog
 
 DEADLINE = 5.0
+T = TypeVar("T")
 
 
 class NotifySocket:
@@ -47,6 +50,17 @@ class NotifySocket:
                 return received[0]
             time.sleep(0.005)
         raise AssertionError(f"no message on {self.address} within {DEADLINE} s")
+
+
+def within_deadline(action: Callable[[], T]) -> T:
+    """`action()` in a thread: a send that blocks fails the test instead of hanging it."""
+    outcome: list[T] = []
+    worker = threading.Thread(target=lambda: outcome.append(action()), daemon=True)
+    worker.start()
+    worker.join(DEADLINE)
+    assert not worker.is_alive(), f"still blocked after {DEADLINE} s"
+    [result] = outcome  # empty if `action` raised (the thread printed why)
+    return result
 
 
 @pytest.fixture(params=["path", "abstract"])
@@ -127,7 +141,7 @@ def test_a_full_socket_buffer_does_not_block(notify_socket: NotifySocket) -> Non
     """systemd reads slowly (or not at all while it hangs): a send must return at once."""
     notifier = notifier_for(notify_socket)
     with structlog.testing.capture_logs():
-        results = [notifier.status("x" * 1024) for _ in range(10_000)]
+        results = within_deadline(lambda: [notifier.status("x" * 1024) for _ in range(10_000)])
     assert results[0]
     assert not all(results), "the receive buffer never filled up"
     notifier.close()

@@ -20,9 +20,9 @@ from typing import cast
 
 import pytest
 
-from probe._store import StoredJob, StoreError, open_store
-from probe._store import sqlite as store_module
-from probe._store.sqlite import SCHEMA_VERSION, SQLiteStore
+from probe._store import StoredJob, StoreError, migrations, open_store
+from probe._store.migrations import SCHEMA_VERSION, Migration
+from probe._store.sqlite import SQLiteStore
 
 REPO = Path(__file__).resolve().parent.parent
 WRITER = Path(__file__).resolve().with_name("store_writer.py")
@@ -40,6 +40,8 @@ def job(
         state="STARTED",
         resource_version=resource_version,
         document=json.dumps(document, ensure_ascii=False),
+        target="local",
+        observed=0,
     )
 
 
@@ -59,6 +61,8 @@ def with_counter(counter: int, count: int, padding: int = 0) -> list[StoredJob]:
             state="STARTED",
             resource_version=counter,
             document=json.dumps({"counter": counter, "padding": "x" * padding}),
+            target="local",
+            observed=0,
         )
         for index in range(count)
     ]
@@ -174,7 +178,13 @@ def test_a_failing_batch_leaves_nothing_of_itself(tmp_path: Path) -> None:
     with SQLiteStore.open(tmp_path / "flink-probe.db") as store:
         store.write_batch([job(1), job(2)])
         broken = StoredJob(
-            "3f1da3c8-6f22-430f-9200-000000000009", "default", "STARTED", 1, cast(str, None)
+            "3f1da3c8-6f22-430f-9200-000000000009",
+            "default",
+            "STARTED",
+            1,
+            cast(str, None),
+            "local",
+            0,
         )  # violates NOT NULL, after two good rows
         with pytest.raises(StoreError) as failed:
             store.write_batch([job(1, resource_version=2), job(3), broken])
@@ -208,16 +218,17 @@ def test_a_migration_appended_to_the_list_upgrades_an_existing_file(
     with SQLiteStore.open(path) as store:
         store.write_batch([job(1)])
 
-    def add_state_index(connection: sqlite3.Connection) -> None:
-        connection.execute("CREATE INDEX jobs_by_state ON jobs (state)")
-
-    monkeypatch.setattr(store_module, "MIGRATIONS", (*store_module.MIGRATIONS, add_state_index))
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 2)
+    add_state_index = Migration(
+        sqlite=("CREATE INDEX jobs_by_state ON jobs (state)",),
+        postgres=("CREATE INDEX jobs_by_state ON jobs (state)",),
+    )
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*migrations.MIGRATIONS, add_state_index))
+    monkeypatch.setattr(migrations, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with SQLiteStore.open(path) as upgraded:
         assert upgraded.load() == [job(1)]
 
     reader = sqlite3.connect(path)
-    assert reader.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert reader.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
     assert reader.execute(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'jobs_by_state'"
     ).fetchall()
@@ -313,8 +324,8 @@ def test_a_file_of_a_newer_schema_is_refused_and_left_unchanged(tmp_path: Path) 
 
     assert_refused(
         path,
-        f"state file {path} has schema version 7, newer than this flink-probe supports (1);"
-        " upgrade flink-probe or use another state.path",
+        f"state file {path} has schema version 7, newer than this flink-probe supports"
+        f" ({SCHEMA_VERSION}); upgrade flink-probe or use another state.path",
     )
     assert digest(path) == before
 
@@ -421,7 +432,8 @@ def test_a_directory_this_user_cannot_write_is_named(tmp_path: Path) -> None:
 
 
 def unshare_mount_namespace() -> list[str]:
-    """A prefix running a command in a private mount namespace, or skip if not allowed."""
+    """A prefix running a command in a private mount namespace; skip if not allowed here, but
+    fail under CI, which runs as root where mount namespaces are allowed."""
     prefix = ["unshare", "--mount", "--propagation", "private"]
     if os.geteuid() != 0:
         prefix.append("--map-root-user")
@@ -429,7 +441,10 @@ def unshare_mount_namespace() -> list[str]:
         shutil.which("unshare") is None
         or subprocess.run([*prefix, "true"], capture_output=True, check=False).returncode
     ):
-        pytest.skip("cannot create a mount namespace here")
+        reason = "cannot create a mount namespace here"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"prerequisite missing in CI: {reason}", pytrace=False)
+        pytest.skip(reason)
     return prefix
 
 

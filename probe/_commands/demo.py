@@ -1,7 +1,7 @@
 """``flink-probe demo``: the real daemon watching a simulated Flink cluster, no setup needed.
 
 A newcomer runs one command and within seconds sees what flink-probe does: a fake Flink 2.3
-cluster (`probe.testing._flink`, on a free port) plays a short story, the real daemon (`Daemon`,
+cluster (`probe.testing`, on a free port) plays a short story, the real daemon (`Daemon`,
 in this process, state in a temporary directory) discovers and probes its jobs, and a table
 of the Job resources, read from the daemon's own HTTP API, is redrawn every second. Meanwhile
 ``/metrics`` and the Job API answer on ``--port`` like those of a production daemon.
@@ -40,8 +40,8 @@ import anyio
 from probe._cogs.logs import configure
 from probe._commands.jobs import format_age, render_table
 from probe._commands.run import Daemon
-from probe._config.models import Config
-from probe._store.sqlite import StoreError
+from probe._config import Config
+from probe._store import StoreError
 from probe.testing import FakeCluster, FakeFlinkServer
 
 DEMO_NAMESPACE: Final = "default"

@@ -3,7 +3,8 @@
 A one-shot command, so plain ``urllib`` and no event loop. It reads
 ``GET /api/v1/namespaces/{namespace}/jobs`` and prints a table (like ``kubectl get``), or the
 JobList as JSON or YAML, optionally only the Jobs in one state. A daemon that cannot be reached
-or does not answer like flink-probe is one line on stderr and exit code 1. A daemon behind
+or does not answer like flink-probe is one line on stderr and exit code 1; a URL that is not
+one is refused before any request (`parse_daemon_url`, a usage error). A daemon behind
 ``server.web_config`` is reached with ``https://`` and credentials in the URL.
 """
 
@@ -11,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
 
@@ -38,7 +39,6 @@ TABLE_HEADERS: Final = (
 )
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 
 OutputFormat = Literal["table", "json", "yaml"]
 
@@ -47,34 +47,62 @@ class DaemonError(Exception):
     """The daemon could not be asked, or did not answer like flink-probe; one line."""
 
 
+@dataclass(frozen=True, slots=True)
+class DaemonUrl:
+    """Where the daemon is: its URL without user information, and the HTTP basic
+    authentication that user information stood for (never shown)."""
+
+    url: str
+    authorization: str | None
+
+
+def parse_daemon_url(text: str) -> DaemonUrl:
+    """`text` as a DaemonUrl; ValueError with a one-line reason that never repeats `text`
+    (it may hold a password)."""
+    # http.client refuses these later, and with the whole URL in its message.
+    if any(char.isspace() or not char.isprintable() for char in text):
+        raise ValueError("the URL contains a space or an unprintable character")
+    try:
+        parts = urllib.parse.urlsplit(text)
+        usable = (
+            parts.scheme.lower() in ("http", "https")
+            and bool(parts.hostname)
+            and (parts.port is None or parts.port > 0)
+        )
+    except ValueError:  # a bracket left open, a port that is not a number up to 65535
+        usable = False
+    if not usable:
+        raise ValueError(
+            "not an http:// or https:// URL with a host, such as http://127.0.0.1:9270"
+        )
+    if parts.username is None:
+        return DaemonUrl(text, None)
+    user = urllib.parse.unquote(parts.username)
+    password = urllib.parse.unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return DaemonUrl(urllib.parse.urlunsplit(bare), f"Basic {token}")
+
+
 def list_jobs(
-    url: str,
+    daemon: DaemonUrl,
     *,
     namespace: str | None,
-    state: str | None,
+    state: JobState | None,
     output: OutputFormat,
-    out: TextIO = sys.stdout,
-    err: TextIO = sys.stderr,
+    out: TextIO,
+    err: TextIO,
 ) -> int:
-    """Print the Jobs of the daemon at `url` (namespace `default` when None), only those in
-    `state` when given. Returns the exit code: 0, 1 (daemon unreachable or not flink-probe),
-    2 (an unknown state)."""
+    """Print the Jobs of the daemon at `daemon` (namespace `default` when None), only those in
+    `state` when given. Returns the exit code: 0, or 1 (daemon unreachable or not flink-probe)."""
     namespace = namespace or DEFAULT_NAMESPACE
-    wanted: JobState | None = None
-    if state is not None:
-        try:
-            wanted = JobState(state.upper())
-        except ValueError:
-            known = ", ".join(s.value for s in JobState)
-            print(f"flink-probe: unknown state {state!r} (one of {known})", file=err)
-            return EXIT_USAGE
     try:
-        items = fetch_jobs(url, namespace)
+        items = fetch_jobs(daemon, namespace)
     except DaemonError as error:
         print(f"flink-probe: {error}", file=err)
         return EXIT_FAILED
-    if wanted is not None:
-        items = [job for job in items if job["status"]["state"] == wanted.value]
+    if state is not None:
+        items = [job for job in items if job["status"]["state"] == state.value]
     if output == "json":
         out.write(json.dumps({"kind": "JobList", "items": items}, indent=2) + "\n")
     elif output == "yaml":
@@ -83,23 +111,21 @@ def list_jobs(
         now = datetime.now(UTC)
         out.write(render_table(TABLE_HEADERS, [table_row(job, now) for job in items]))
     else:
-        which = f" in state {wanted.value}" if wanted else ""
+        which = f" in state {state.value}" if state else ""
         print(f"No jobs{which} in namespace {namespace}.", file=err)
     return EXIT_OK
 
 
-def fetch_jobs(url: str, namespace: str) -> list[dict[str, Any]]:
-    """The `items` of the daemon's JobList for `namespace`; DaemonError saying what failed.
-
-    Credentials in the URL (``https://user:password@host:9270``) are sent as HTTP basic
-    authentication, for a daemon whose ``server.web_config`` requires it, and never shown.
-    """
-    url, headers = _credentials(url)
-    headers["Accept"] = "application/json"
+def fetch_jobs(daemon: DaemonUrl, namespace: str) -> list[dict[str, Any]]:
+    """The `items` of the daemon's JobList for `namespace`; DaemonError saying what failed."""
+    url = daemon.url
+    headers = {"Accept": "application/json"}
+    if daemon.authorization is not None:
+        headers["Authorization"] = daemon.authorization
     path = f"api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/jobs"
     endpoint = urllib.parse.urljoin(url.rstrip("/") + "/", path)
-    request = urllib.request.Request(endpoint, headers=headers)
     try:
+        request = urllib.request.Request(endpoint, headers=headers)
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
             body = response.read()
     except urllib.error.HTTPError as error:
@@ -112,7 +138,7 @@ def fetch_jobs(url: str, namespace: str) -> list[dict[str, Any]]:
             f"cannot reach the daemon at {url}: {text} (is `flink-probe run` running there?)"
         ) from None
     except (OSError, ValueError) as error:
-        # A timeout while reading, a reset connection, or a URL urllib cannot use.
+        # A timeout while reading, a reset connection, or a host or path urllib cannot use.
         raise DaemonError(f"cannot reach the daemon at {url}: {error}") from None
     try:
         document = json.loads(body)
@@ -127,18 +153,6 @@ def fetch_jobs(url: str, namespace: str) -> list[dict[str, Any]]:
         raise DaemonError(f"{endpoint}: the answer is not a JobList: is this flink-probe?")
     items: list[dict[str, Any]] = document["items"]
     return items
-
-
-def _credentials(url: str) -> tuple[str, dict[str, str]]:
-    """`url` without its user information, and the Authorization header it stood for."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None:
-        return url, {}
-    user = urllib.parse.unquote(parts.username)
-    password = urllib.parse.unquote(parts.password or "")
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    bare = parts._replace(netloc=parts.netloc.rpartition("@")[2])
-    return urllib.parse.urlunsplit(bare), {"Authorization": f"Basic {token}"}
 
 
 def table_row(job: Mapping[str, Any], now: datetime) -> list[str]:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import platform
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 from probe._version import __version__
+
+# No `*_created` series beside each counter and histogram, as most exporters: nothing reads
+# them, and the README lists every series the daemon exports. (prometheus_client leaves the
+# function unannotated.)
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class DaemonMetrics:

@@ -3,18 +3,20 @@ its memory and file descriptors do not grow.
 
     .venv/bin/python tests/long/soak.py                  # 1,000,000 requests
     .venv/bin/python tests/long/soak.py --probes 50000   # a short run
+    .venv/bin/python tests/long/soak.py --duration 45    # 45 s of probing (what CI runs)
 
 The fake tier runs in a child process (its own core): `--targets` clusters of `--jobs` jobs
 each, a random job restarting 50 times a second and, every 30 s, a JobManager failover. The
 daemon runs as `flink-probe run` with rounds faster than it can serve (so it runs flat out,
-skipping rounds); this script scrapes `/metrics` and lists the Jobs every 5 s, as Prometheus
+skipping rounds); this script scrapes `/metrics` and lists the Jobs every second, as Prometheus
 and a dashboard would. A probe is a request to Flink (`flink_probe_requests_total`).
 
-RSS and open descriptors are read from /proc after a warm-up (`--warmup`, a tenth of the run by
-default) and at the end. The run fails (exit 1) if RSS grew by `--max-rss-growth` (10%) or
-more, if descriptors other than sockets grew, if more sockets are open than the connection
-pools allow (`--concurrency` per target, plus the listener and a few scrapes), or if the daemon
-stopped answering or did not exit 0 on SIGTERM.
+RSS and open descriptors are read from /proc after a warm-up (`--warmup` requests, by default a
+tenth of the run: of `--probes`, or of `--duration` when that ends it first) and at the end.
+The run fails (exit 1) if RSS grew by `--max-rss-growth` (10%) or more, if descriptors other
+than sockets grew, if more sockets are open than the connection pools allow (`--concurrency`
+per target, plus the listener and a few scrapes), or if the daemon stopped answering or did not
+exit 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -168,17 +171,21 @@ def soak(args: argparse.Namespace) -> int:
             )
         try:
             wait_until_sync(lambda: client.healthz() == 200, "the daemon to answer", 30)
+            probing_since = time.monotonic()
+            run_for = math.inf if args.duration is None else args.duration
             start: Footprint | None = None
             requests = 0
             last_report = 0.0
-            while requests < args.probes:
+            while requests < args.probes and time.monotonic() - probing_since < run_for:
                 if daemon.poll() is not None:
-                    print(f"the daemon exited with {daemon.returncode}", file=sys.stderr)
+                    print(f"FAIL: the daemon exited with {daemon.returncode}", file=sys.stderr)
+                    print(daemon_log_tail(directory), file=sys.stderr)
                     return 1
                 metrics = client.metrics()
                 jobs = client.jobs()
                 requests = int(metrics.total("flink_probe_requests_total"))
-                if start is None and requests >= warmup:
+                warm = requests >= warmup or time.monotonic() - probing_since >= run_for / 10
+                if start is None and warm:
                     start = footprint(daemon.pid, requests)
                     print(f"warm: {describe(start)}, {len(jobs)} jobs", flush=True)
                 if time.monotonic() - last_report >= 60:
@@ -196,6 +203,10 @@ def soak(args: argparse.Namespace) -> int:
                 daemon.wait()
         assert start is not None
         return report(args, start, end, skipped, failed, code, time.monotonic() - began, directory)
+
+
+def daemon_log_tail(directory: Path) -> str:
+    return (directory / "daemon.stderr").read_text()[-4000:]
 
 
 def describe(point: Footprint) -> str:
@@ -238,7 +249,7 @@ def report(
         problems.append(f"{end.sockets} sockets open, over the bound {socket_limit}")
     if exit_code != 0:
         problems.append(f"the daemon exited with {exit_code} on SIGTERM")
-        print((directory / "daemon.stderr").read_text()[-4000:], file=sys.stderr)
+        print(daemon_log_tail(directory), file=sys.stderr)
     for problem in problems:
         print(f"FAIL: {problem}")
     return 1 if problems else 0
@@ -247,6 +258,9 @@ def report(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", type=int, default=1_000_000, help="requests to Flink")
+    parser.add_argument(
+        "--duration", type=float, metavar="SECONDS", help="stop after this long, if before --probes"
+    )
     parser.add_argument("--targets", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=250, help="jobs per target")
     parser.add_argument("--interval", type=float, default=0.5, help="probe.interval, seconds")
