@@ -1,11 +1,9 @@
 """``python -m bench.launch [--uvloop] run --config FILE``: the daemon's own command line
 (``probe.cli.main``, what the ``flink-probe`` script runs), with two things done first.
 
-- Logging is configured (JSON, debug, stderr) before any other ``probe`` module is imported:
-  the bench reads the daemon's ``probe round`` lines, and before commit 0a3054c the modules
-  bound their loggers at import time, before ``probe.cli`` configured logging, so their lines
-  went to stdout in structlog's default format. Configuring first makes every version of the
-  daemon (``python -m bench --code REV``) log alike; the daemon configures again, identically.
+- Logging is configured (JSON, debug, stderr) before any other ``probe`` module is imported,
+  so every daemon version measured with ``--code REV`` logs its ``probe round`` lines alike,
+  whenever it binds its loggers; the daemon configures again, identically.
 - ``--uvloop`` installs uvloop's event loop policy: an experiment to size a proposal, not a
   mode of the daemon.
 """

@@ -1,7 +1,7 @@
 """Just enough of the Prometheus text format to read the daemon's own figures, quickly.
 
-A scrape at 10k Jobs has ~200k lines; ``prometheus_client.parser`` would spend seconds on
-them. This reads only the families asked for, by name prefix.
+Reads only the families asked for, by name prefix: ``prometheus_client.parser`` is too slow
+for a large scrape.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ The lag of a round is how late it began against its slot on the target's grid
 ``start + offset(target) + k * interval``. When the line carries ``lag`` it is used as is;
 otherwise it is worked out: ``(began - offset) mod interval`` is ``start + lag`` (mod
 interval) for every round, so with ``start`` estimated as the least-late round of a quiet
-window the lag of every other round follows. The estimate is low by that round's own lag (an
-asyncio timer fires well under 1 ms late on an idle loop) and by the spread of the targets'
-loop start times (same event-loop tick). The histogram ``flink_probe_scheduler_lag_seconds``
-(its exact mean from ``_sum``/``_count``) is reported beside it as a cross-check.
+window the lag of every other round follows. The estimate is low by that round's own lag
+(small: an asyncio timer on an idle loop fires nearly on time) and by the spread of the
+targets' loop start times (same event-loop tick). The histogram
+``flink_probe_scheduler_lag_seconds`` (its exact mean from ``_sum``/``_count``) is reported
+beside it as a cross-check.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Commit:
 
 
 def target_offset(name: str, interval: float) -> float:
-    """The target's offset on the grid: must match ``probe/scheduler.py:_offset``."""
+    """The target's offset on the grid: must match ``probe/_runtime/scheduler.py:_offset``."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return interval * int.from_bytes(digest) / 2**64
 

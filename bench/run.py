@@ -40,7 +40,7 @@ from .rounds import LagModel, LogReader, Round, in_window, percentile
 from .subject import DaemonProcess, JobSource, daemon_environment, job_uuid, write_config
 from .tier import RESTARTS, FakeFlinkTier, ServerKind, free_ports
 
-# Families read from /metrics (by prefix: a 10k-Job scrape is ~200k lines).
+# Families read from /metrics (by prefix: a large scrape is too long to parse whole).
 WANTED = (
     "flink_probe_jobs{",
     "flink_probe_job_restarts_total",

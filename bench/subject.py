@@ -60,7 +60,7 @@ def write_config(
             for target in targets
             for index, jid in enumerate(target.jids)
         ]
-    # JSON is YAML: a 10k-job configuration is written (and read) quickly.
+    # JSON is YAML: a large configuration is written (and read) quickly.
     path.write_text(json.dumps(config, indent=1))
 
 

@@ -33,7 +33,7 @@ from .machine import placement
 ServerKind = Literal["nginx", "python"]
 
 # Fields copied from a real Flink 2.3.0 `/jobs/overview` entry
-# (reference/flink-2.3.0-rest/26_jobs_overview_one_running.json).
+# (tests/fixtures/flink-2.3.0-rest/26_jobs_overview_one_running.json).
 START_TIME_MS: Final = 1795876276607
 RESTARTS: Final = 3
 """What every job's numRestarts answers: a steady count, credited once, then unchanged."""

@@ -15,7 +15,7 @@ the truth as of a snapshot time in ``[t - E, t]``, the metric store answers ``nu
 the process current at its own snapshot time in ``[t - M, t]``; each source's snapshots never
 go backwards, and either answer may be missing. Right after a failover the metric store can
 thus still serve the old process's high count while the overview already shows the new epoch:
-the lag that makes naive accounting over-count (DESIGN.md, "Restart lower bound").
+the lag that makes naive accounting over-count (docs/design.md, "The restart rule").
 
 Generation is written once against ``Chooser``: ``RandomChooser`` (benchmarks, demos) and
 ``runs()`` (a hypothesis strategy that shrinks to small, readable histories) share it.
@@ -53,7 +53,7 @@ _RESTARTING_FOR = 1.0
 
 
 # -- hypothesis budgets ------------------------------------------------------------------------
-# Profiles are registered here, not in conftest.py (the lead's file), and picked by the
+# Profiles are registered here, beside the strategies they budget, and picked by the
 # HYPOTHESIS_PROFILE environment variable: "ci" (default) keeps the suite fast, "deep" searches
 # long (HYPOTHESIS_PROFILE=deep .venv/bin/pytest tests/test_restarts.py).
 settings.register_profile(
@@ -104,7 +104,7 @@ class DataChooser:
 
     Each choice reads one or two bytes of a binary drawn in chunks: a hypothesis draw costs
     about as much as a whole simulated probe, so one draw per choice would make the search
-    ten times slower. Byte 0 means the low end and "no", so shrinking still simplifies.
+    many times slower. Byte 0 means the low end and "no", so shrinking still simplifies.
     """
 
     _CHUNK = 32
@@ -420,7 +420,7 @@ def overview_signature(run: Run, answer: Answer) -> Signature | None:
 
 
 def replay_planned(run: Run, plan: ReadPlan) -> tuple[list[RestartLedger], list[Answer]]:
-    """Replay the run as the daemon reads with a plan (probe/reads.py): without an overview
+    """Replay the run as the daemon reads with a plan (probe/_core/reads.py): without an overview
     nothing is read (the round stops there); otherwise the metric only when the plan wants it.
     Returns the ledgers and the answers as used."""
     ledger = RestartLedger()

@@ -81,7 +81,7 @@ def test_overview_of_one_running_job() -> None:
 
 
 def test_a_restart_moves_last_modification_but_not_start_time() -> None:
-    """What the read plan relies on (probe/reads.py), as a real Flink 2.3.0 showed it."""
+    """What the read plan relies on (probe/_core/reads.py), as a real Flink 2.3.0 showed it."""
     (running,) = parse_overview(rest("26_jobs_overview_one_running.json"))
     (restarting,) = parse_overview(rest("31_jobs_overview_restarting.json"))
     assert restarting.start_time == running.start_time

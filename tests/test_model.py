@@ -1,4 +1,4 @@
-"""The Job resource's JSON (DESIGN.md, "Job resource"): shape, timestamps, ids, round trips."""
+"""The Job resource's JSON: shape, timestamps, ids, round trips."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
 JID = "3f1da3c86f22430f9200eda014ea5319"
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
-# DESIGN.md's example with its "..." filled in: what the API serves for a STARTED Job.
-DESIGN_EXAMPLE: dict[str, Any] = {
+# What the API serves for a STARTED Job (the shape of the README's example).
+STARTED_EXAMPLE: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Job",
     "metadata": {
@@ -60,7 +60,7 @@ DESIGN_EXAMPLE: dict[str, Any] = {
 
 
 def failed_example() -> dict[str, Any]:
-    wire = copy.deepcopy(DESIGN_EXAMPLE)
+    wire = copy.deepcopy(STARTED_EXAMPLE)
     wire["metadata"]["terminatedAt"] = "2026-11-28T16:06:00.000Z"
     wire["status"]["state"] = "FAILED"
     wire["status"]["failure"] = {
@@ -88,7 +88,7 @@ FAILURE_KEYS = {".status.failure.reason", ".status.failure.message", ".status.fa
 
 @pytest.mark.parametrize(
     ("wire", "extra_keys"),
-    [(DESIGN_EXAMPLE, set()), (failed_example(), FAILURE_KEYS)],
+    [(STARTED_EXAMPLE, set()), (failed_example(), FAILURE_KEYS)],
     ids=["started", "failed"],
 )
 def test_job_json_matches_the_design_shape_field_by_field(
@@ -96,7 +96,7 @@ def test_job_json_matches_the_design_shape_field_by_field(
 ) -> None:
     served = Job.model_validate(wire).to_wire()
     assert served == wire
-    assert keys(served) == keys(DESIGN_EXAMPLE) | extra_keys
+    assert keys(served) == keys(STARTED_EXAMPLE) | extra_keys
 
 
 def timestamps(value: Any) -> list[Any]:
@@ -118,7 +118,7 @@ def test_wire_keys_are_camel_case() -> None:
 
 
 def test_absent_values_are_null_not_missing() -> None:
-    wire = Job.model_validate(DESIGN_EXAMPLE).to_wire()
+    wire = Job.model_validate(STARTED_EXAMPLE).to_wire()
     assert wire["metadata"]["terminatedAt"] is None
     assert wire["status"]["failure"] is None
 
@@ -167,7 +167,7 @@ def test_new_job_is_starting_without_started_status() -> None:
     ],
 )
 def test_timestamps_are_served_as_rfc3339_utc(given_time: str | datetime, served: str) -> None:
-    wire = copy.deepcopy(DESIGN_EXAMPLE)
+    wire = copy.deepcopy(STARTED_EXAMPLE)
     job = Job.model_validate({**wire, "metadata": {**wire["metadata"], "createdAt": given_time}})
     assert job.to_wire()["metadata"]["createdAt"] == served
     assert job.metadata.created_at.tzinfo is UTC
@@ -207,7 +207,7 @@ def test_job_with_sub_millisecond_times_round_trips_exactly() -> None:
 
 
 def test_unknown_fields_are_refused() -> None:
-    wire = copy.deepcopy(DESIGN_EXAMPLE)
+    wire = copy.deepcopy(STARTED_EXAMPLE)
     wire["status"]["started"]["numRestarts"] = 3
     with pytest.raises(ValidationError, match="numRestarts"):
         Job.model_validate(wire)
@@ -215,7 +215,7 @@ def test_unknown_fields_are_refused() -> None:
 
 # -- ids ----------------------------------------------------------------------------------------
 def test_flink_job_id_is_the_job_id_without_dashes() -> None:
-    assert Job.model_validate(DESIGN_EXAMPLE).flink_job_id == JID
+    assert Job.model_validate(STARTED_EXAMPLE).flink_job_id == JID
 
 
 def test_discovered_job_id_is_the_jid_as_a_dashed_uuid() -> None:
@@ -250,7 +250,7 @@ def test_ids_convert_both_ways(value: Any) -> None:
 def test_non_uuid_job_ids_are_rejected_naming_the_value(bad: str) -> None:
     with pytest.raises(InvalidJobId, match=re.escape(repr(bad))):
         canonical_job_id(bad)
-    wire = copy.deepcopy(DESIGN_EXAMPLE)
+    wire = copy.deepcopy(STARTED_EXAMPLE)
     wire["metadata"]["id"] = bad
     with pytest.raises(ValidationError, match="UUID"):
         Job.model_validate(wire)

@@ -136,7 +136,7 @@ def test_systemd_unit_is_a_hardened_notify_service() -> None:
         "${CONFIGURATION_DIRECTORY}/config.yaml",
     ]
     assert one("ExecReload") == "/bin/kill -HUP $MAINPID"
-    # config.py puts a relative state.path in $STATE_DIRECTORY, which StateDirectory= sets.
+    # load_config puts a relative state.path in $STATE_DIRECTORY, which StateDirectory= sets.
     assert one("StateDirectory") == "flink-probe"
     assert one("DynamicUser") == "yes"
     for key, value in {

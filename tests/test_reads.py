@@ -1,4 +1,4 @@
-"""The read plan (probe/reads.py): numRestarts is asked only while a Job's overview entry is
+"""The read plan (probe/_core/reads.py): numRestarts is asked only while a Job's overview entry is
 new, yet the count ends where reading every round would take it.
 
 The properties drive the plan through the simulated histories of test_restarts.py: the
@@ -102,8 +102,7 @@ def test_in_one_jobmanager_process_the_planned_count_ends_where_reading_every_ro
     count the plan reads a probe later is gone before it is credited: the JobManager process
     changed (failover, or a restart keeping start-time), or the job ended and no read came
     within give_up_after. Reading every round had that count; the plan's is lower, never
-    higher. `tests/long/plan_loss.py` measures how often: 0.1% of simulated histories, in
-    which failovers come up to every third probe."""
+    higher. `tests/long/plan_loss.py` measures how often (tests/long/README.md)."""
     run = quiet_tail(run, data)
     ledgers, used = replay_planned(run, ReadPlan(refresh=math.inf))
     every_round, _ = replay_planned(run, ReadPlan(refresh=0))

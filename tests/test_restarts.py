@@ -1,4 +1,4 @@
-"""Properties of the restart lower bound ("confirm before credit", DESIGN.md), on simulated jobs.
+"""Properties of the restart lower bound ("confirm before credit"), on simulated jobs.
 
 Every generated run is a true Flink history read through an overview and a metric store that lag
 independently (tests/simulation.py), start-times stamped by a JobManager clock within the
@@ -258,7 +258,7 @@ def test_naive_rule_overshoots_on_a_standby_failover() -> None:
     assert run.history.final_count == 4
 
 
-# -- the rule's steps, one scenario each (DESIGN.md) --------------------------------------------
+# -- the rule's steps, one scenario each (docs/design.md, "The steps") -------------------------
 LAGS = Lags(overview_max_age=3.0, metrics_max_age=20.0)
 
 

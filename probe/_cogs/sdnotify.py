@@ -1,18 +1,10 @@
 """The systemd notify protocol (``sd_notify``), in pure Python, for ``Type=notify`` services.
 
-systemd passes the address of its notification socket in ``$NOTIFY_SOCKET``: a filesystem path,
-or an abstract socket written with a leading ``@``. A message is one datagram of
-newline-separated ``KEY=VALUE`` assignments (``READY=1``, ``STATUS=...``, ``WATCHDOG=1``).
-
-Sending never blocks and never raises into the caller: a service must keep running when its
-supervisor cannot be told something (a full socket buffer, a socket gone after a restart of
-systemd). The first failure is logged; later ones are ignored silently, so a broken socket
-does not flood the log once per watchdog ping.
-
-The watchdog: with ``WatchdogSec=``, systemd sets ``$WATCHDOG_USEC`` and kills the service when
-no ``WATCHDOG=1`` arrived for that long. `run_watchdog` pings at half that period, and only
-while the caller's health check passes, so a stuck probe loop (not only a dead process) gets
-the service restarted.
+A message is one datagram of ``KEY=VALUE`` lines to ``$NOTIFY_SOCKET`` (a path, or an abstract
+socket written with ``@``). Sending never blocks and never raises into the caller: a service
+must keep running when its supervisor cannot be told something; the first failure is logged,
+later ones are not. `run_watchdog` pings at half of ``$WATCHDOG_USEC`` and only while the
+caller's health check passes, so a stuck probe loop, not only a dead process, gets restarted.
 """
 
 from __future__ import annotations

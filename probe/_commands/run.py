@@ -1,11 +1,11 @@
 """The running daemon: wiring, lifecycle, signals and graceful shutdown.
 
-Root tasks (named, in one anyio task group): the committer, the scheduler (one loop per
-target) and the shutdown watcher. SIGHUP re-reads the configuration: each changed setting is
-applied, or logged as needing a restart (``server``, ``state``). SIGTERM/SIGINT set
-``should_exit``: scheduling stops, rounds in flight get ``probe.timeout`` + 1 s to finish and
-are then cancelled, the last batch is committed, the HTTP server closes, and ``run`` returns 0.
-A second signal skips the wait.
+Root tasks (named, in one anyio task group): the committer, the reloader, the status reporter,
+the watchdog and the scheduler (one loop per target), while ``run`` waits to stop. SIGHUP
+re-reads the configuration: each changed setting is applied, or logged as needing a restart
+(``server``, ``state``). SIGTERM/SIGINT set ``should_exit``: scheduling stops, rounds in
+flight get ``probe.timeout`` + 1 s to finish and are then cancelled, the last batch is
+committed, the HTTP server closes, and ``run`` returns 0. A second signal skips the wait.
 """
 
 from __future__ import annotations
@@ -304,9 +304,9 @@ GC_YOUNG_THRESHOLD = 50_000
 @contextlib.contextmanager
 def _garbage_collector_tuned() -> Iterator[None]:
     """Thousands of Jobs keep millions of objects alive, and every cyclic collection walks
-    them: at 10,000 Jobs that was about a third of a steady probe's CPU. Modules, settings and
-    the loaded state live as long as the daemon: move them out of the collector's view, and
-    collect less often. Undone on the way out (the daemon also runs inside test processes)."""
+    them. Modules, settings and the loaded state live as long as the daemon: move them out of
+    the collector's view, and collect less often. Undone on the way out (the daemon also runs
+    inside test processes)."""
     gc.collect()
     gc.freeze()
     threshold = gc.get_threshold()

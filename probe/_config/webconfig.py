@@ -88,8 +88,8 @@ VERIFIED_CACHE_SIZE: Final = 1024
 """Successful checks remembered; when full the cache starts again (bcrypt ignores bytes after
 the 72nd, so one password has many spellings and the cache must be bounded)."""
 BCRYPT_CONCURRENCY: Final = 2
-"""bcrypt checks run at once, in threads: a flood of wrong passwords cannot take the threads
-that render /metrics, nor both cores."""
+"""bcrypt checks run at once, in threads: a flood of wrong passwords cannot take every core, nor
+the worker threads the store writes run in."""
 REALM: Final = 'Basic realm="flink-probe", charset="UTF-8"'
 
 
@@ -266,10 +266,10 @@ def basic_auth_middleware(users: Mapping[str, bytes], open_paths: Collection[str
     """Answers 401 (``WWW-Authenticate: Basic``) to a request for any path but `open_paths`
     that lacks the user name and password of one of `users` (name -> bcrypt hash)."""
     open_paths = frozenset(open_paths)
-    # bcrypt is slow on purpose (about 75 ms at cost 10): checking it on every scrape would
-    # cost a core a tenth of a second per request. A successful (user, password, hash) is
-    # therefore remembered, as an HMAC under a key that lives only in this process, so the
-    # cache holds nothing that would speed up guessing the password if it leaked.
+    # bcrypt is slow on purpose: checking it on every scrape would cost a core that much per
+    # request. A successful (user, password, hash) is therefore remembered, as an HMAC under a
+    # key that lives only in this process, so the cache holds nothing that would speed up
+    # guessing the password if it leaked.
     cache_key = os.urandom(32)
     verified: set[bytes] = set()
     limiter: list[anyio.CapacityLimiter] = []  # made on first use, inside the event loop

@@ -1,4 +1,4 @@
-"""The Job resource, in the shape of Ververica Platform's Job API (DESIGN.md, "Job resource").
+"""The Job resource, in the shape of Ververica Platform's Job API.
 
 Field names are snake_case in Python and camelCase on the wire; timestamps are timezone-aware
 UTC datetimes that serialise as RFC 3339 with a ``Z`` suffix; absent values are ``null``.
@@ -248,8 +248,8 @@ _M = TypeVar("_M", bound=BaseModel)
 def replace_model(model: _M, **changes: Any) -> _M:
     """A copy of a frozen model with some fields changed (values are already valid).
 
-    What ``model_copy(update=...)`` does, without its generic copying: several copies per
-    probe of every Job made it the largest item of the profile at 10,000 Jobs."""
+    What ``model_copy(update=...)`` does, without its generic copying (a probe may copy
+    several models of every Job)."""
     copied = model.__class__.__new__(model.__class__)
     values = model.__dict__.copy()
     values.update(changes)

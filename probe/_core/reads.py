@@ -1,20 +1,11 @@
 """Which Jobs a round asks for ``numRestarts``: only those whose count can have changed.
 
-Pure logic, no I/O. Flink's ``numRestarts`` moves only when tasks of the job restart, and every
-restart leaves a trace in ``/jobs/overview``, which a round reads anyway: the job's
-``last-modification`` is the newest state-change time of any of its tasks, and a restart gives
-the restarted tasks new attempts with newer state times (a JobManager change moves
-``start-time``; an end moves ``state``). So per Job the plan keeps the overview's *signature*
-(state, start-time, last-modification) and asks the metric while the signature is new:
-until a read whose snapshot is provably not older than the sighting of that signature
-(``at - max_age``, the same bound the restart rule credits with) has answered. Such a read
-shows every restart the signature stands for; until the signature moves again there is
-nothing new to read. Everything else keeps being read every round: a Job found only through
-``/jobs/:jid`` (no last-modification), and a Job whose previous read gave no value.
-
-As a safety net each Job is read at least once per ``refresh`` anyway, at a phase of its own
-(so Jobs loaded together do not all come due in one round). ``refresh = 0`` reads every Job
-every round, as a plain exporter would.
+Pure logic, no I/O (docs/design.md, "The read plan"). Every restart moves the job's overview
+entry, its *signature* (state, start-time, last-modification), which a round reads anyway; so a
+Job is read while its signature is new, until a read whose snapshot is provably not older than
+the signature's first sighting (``at - max_age``, the restart rule's bound) has answered. Jobs
+without a last-modification, or whose previous read gave no value, are read every round; every
+Job at least once per ``refresh`` (0: every round), at a phase of its own.
 """
 
 from __future__ import annotations

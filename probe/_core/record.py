@@ -45,8 +45,8 @@ class JobRecord:
         return replace_model(job, status=replace_model(job.status, started=started))
 
     def to_document(self) -> str:
-        # The Job is serialised by pydantic-core straight to JSON (a dict round trip through
-        # the json module costs twice as much, for every Job of every round).
+        # The Job is serialised by pydantic-core straight to JSON, not through a dict and the
+        # json module: every stored change of every Job goes through here.
         rest = json.dumps(
             {
                 "ledger": self.ledger.to_dict(),
@@ -59,8 +59,8 @@ class JobRecord:
 
     @classmethod
     def from_document(cls, text: str) -> Self:
-        # One pass of pydantic-core over the text (json.loads, then validating the Job's dict,
-        # took a third longer: 10,000 Jobs are loaded before the daemon is ready).
+        # One pass of pydantic-core over the text: every stored Job is loaded before the
+        # daemon is ready.
         document = _Document.model_validate_json(text)
         return cls(
             job=document.job,

@@ -1,13 +1,11 @@
 """Restart accounting: a monotonic lower bound on a Flink job's restarts ("confirm before credit").
 
-Pure logic, no I/O. DESIGN.md ("Restart lower bound") states the rule; this module is its only
-implementation. In short: Flink's ``numRestarts`` counts restarts in the current JobManager
-process only, and two signals of a new process, a larger ``start-time`` (the *epoch*) and a
-counter back at 0, arrive late and out of step (the overview is up to ``overview_max_age`` old,
-the metric up to ``metrics_max_age``). A raw count is therefore credited to an epoch only once
-that epoch is known to have been current for the whole window the raw's snapshot could come from,
-or once a newer epoch shows up whose start-time, less the bound on the JobManagers' clock skew,
-is after the read: the newer epoch's process had not begun when the raw's snapshot was taken.
+Pure logic, no I/O; the only implementation of the rule (docs/design.md, "The restart rule").
+Flink's ``numRestarts`` counts one JobManager process, and both signs of a new process (a larger
+``start-time``, the *epoch*, and a counter back at 0) arrive late and out of step. So a raw count
+is credited to an epoch only once that epoch was current for every moment its snapshot could
+come from, or once a newer epoch shows up whose start-time, less the clock skew bound, is after
+the read.
 
 Times are seconds since the Unix epoch (floats); epochs are Flink's ``start-time`` in ms.
 """
@@ -142,8 +140,8 @@ def observe(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) -
         and ledger.terminal_seen_at is None
     ):
         # Nearly every probe of a running job: the same epoch, nothing to credit or settle.
-        # The steps below would only move `epoch_current_until`; at thousands of Jobs a probe
-        # their drafting showed in the profile. (A test checks both ways agree.)
+        # The steps below would only move `epoch_current_until`, so skip their draft (a test
+        # checks both ways agree).
         return _seen_current(ledger, now - _epoch_age(sighting, lags))
     return _steps(ledger, now, sighting, lags)
 
@@ -207,9 +205,8 @@ def _steps(ledger: RestartLedger, now: float, sighting: Sighting, lags: Lags) ->
 @dataclass(slots=True)
 class _Draft:
     """A RestartLedger being worked on: one probe's steps mutate it, then it is frozen again
-    (building a frozen dataclass per step costs more than the rule itself). Its fields are
-    the ledger's, in order (a test checks), copied by name in `_steps`: at thousands of
-    Jobs a probe, generic copying showed in the profile."""
+    (rather than a frozen copy per step). Its fields are the ledger's, in order (a test
+    checks), copied by name in `_steps` rather than generically."""
 
     epoch: int | None
     epoch_first_seen: float | None

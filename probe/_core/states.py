@@ -1,4 +1,4 @@
-"""The Job state machine (DESIGN.md, "State machine"): one table, and the paths through it.
+"""The Job state machine: one table, and the paths through it.
 
 Pure logic, no I/O. ``TRANSITIONS`` is the only statement of which moves are legal; the
 README's diagram is generated from it (``mermaid()``) and a test keeps the two equal.

@@ -5,9 +5,8 @@ Everything that can go wrong between the daemon and a Flink cluster ends up as o
 Prometheus series). The parsers take raw bytes and never raise anything else, whatever the
 bytes: a cluster, or whatever sits in front of it, may answer with anything.
 
-Parsing uses pydantic's Rust JSON parser with strict types into frozen dataclasses: it was
-measured at about 2.5x the speed of `json.loads` plus hand-written checks (a 3-job overview:
-7 us against 17 us; 210 jobs: 0.46 ms against 0.95 ms), and it bounds nesting depth.
+Parsing uses pydantic's Rust JSON parser with strict types into frozen dataclasses: faster
+than `json.loads` plus hand-written checks, and it bounds nesting depth.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ MAX_EXCEPTION_MESSAGE_CHARS: Final = 1000
 # numRestarts above this is not a count but a broken (or hostile) answer.
 MAX_NUM_RESTARTS: Final = 1_000_000_000
 _MAX_DETAIL_CHARS: Final = 200
-# Epoch milliseconds are stored as SQLite integers: keep them within a signed 64-bit range.
+# An epoch millisecond beyond a signed 64-bit integer is not a time but a broken answer.
 _MAX_EPOCH_MS: Final = 2**63 - 1
 
 

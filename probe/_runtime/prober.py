@@ -91,8 +91,8 @@ class Prober:
         self.client = client
         self.lags = lags
         # Requests in flight to this target: one worker each. The global bound is the shared
-        # connector's connection limit (a task or a limiter per request cost more than the
-        # request itself at thousands of Jobs).
+        # connector's connection limit (a task or a limiter per request would cost more than
+        # the request itself).
         self._concurrency = concurrency
         self._clock = clock
         # Flink's metric fetcher refreshes when asked: a value is as old as the time since the

@@ -27,7 +27,7 @@ class StateCollector(Collector):
     """Per-target, per-state and store families, built from memory at every scrape.
 
     The per-Job families are far larger (about 20 series a Job) and are rendered by
-    ``JobSeriesRenderer`` instead, from text cached per Job.
+    ``JobSeriesRenderer`` instead, from each Job's label set kept as text.
     """
 
     def __init__(self, book: JobBook, targets: Callable[[], Mapping[str, TargetHealth]]) -> None:
@@ -116,10 +116,10 @@ def _label_value(value: str) -> str:
 class JobSeriesRenderer:
     """The per-Job families as exposition text, from the committed records.
 
-    A scrape holds about 20 series a Job, too many for prometheus_client's generic path.
-    A Job's label set never changes, so it is
-    kept as text; its 18 state and status lines are one join of that text with pieces made
-    once per value (``_enum_pieces``), and its count and last-probe lines one f-string each.
+    A scrape holds about 20 series a Job, too many for prometheus_client's generic path. A
+    Job's label set never changes, so it is kept as text; its 18 state and status lines are one
+    join of that text with pieces made once per value (``_enum_pieces``), and its count and
+    last-probe lines one f-string each.
     """
 
     def __init__(

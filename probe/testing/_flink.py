@@ -1,9 +1,9 @@
 """A scriptable simulated Flink cluster: Flink 2.3's REST answers, lags and faults.
 
-The daemon's end-to-end tests and `flink-probe demo` run against it. Bodies copy the shapes
-measured on a real Flink 2.3.0 (`shared/reference/flink-2.3.0-rest/` and `-ha/`): the same
-keys, the same error bodies and statuses (404 for an unknown job's details, 500 for its
-status, 200 `[]` for its metrics, 503 during a leader election).
+The daemon's end-to-end tests and `flink-probe demo` run against it. Bodies copy the shapes of
+a real Flink 2.3.0's answers: the same keys, the same error bodies and statuses (404 for an
+unknown job's details, 500 for its status, 200 `[]` for its metrics, 503 during a leader
+election).
 
 `FakeCluster` is the model (thread-safe: scripts may drive it from another thread than the
 server's); `FakeFlinkServer` serves it on a real socket. Run a demo cluster with
@@ -234,7 +234,7 @@ class FakeCluster:
         """A new JobManager process takes over.
 
         With HA (`keep_jobs`), every job that was not globally terminal is recovered as
-        measured on Flink 2.3: same jid, a new larger start-time, RUNNING, numRestarts back
+        Flink 2.3 recovers it: same jid, a new larger start-time, RUNNING, numRestarts back
         to 0 and an empty exception history; terminal jobs are not recovered. Without HA,
         every job is gone.
         """

@@ -120,7 +120,7 @@ class FlinkCluster(Service):
         run = self.workdir
         config: dict[str, str | int] = {
             # Without the shipped --add-opens/--add-exports, job submission fails on Java 17.
-            # C1-only JIT and the serial GC halve start-up on 2 cores (about 9 s, not 15-20 s).
+            # C1-only JIT and the serial GC: a JobManager starts much sooner on a small machine.
             "env.java.opts.all": f"{self._shipped_java_opts()} {_FAST_START_JVM_OPTS}",
             "jobmanager.bind-host": LOOPBACK,
             "jobmanager.rpc.address": LOOPBACK,
