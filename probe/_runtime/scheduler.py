@@ -177,8 +177,7 @@ class Scheduler:
                 self.metrics.rounds_skipped.labels(target.name).inc(skipped)
 
     def _grid_point(self, grid: float, at_or_after: float) -> float:
-        """The first time of the target's grid (``grid + k * interval``) not before a time."""
-        return grid + max(0, math.ceil((at_or_after - grid) / self.interval)) * self.interval
+        return grid_point(grid, self.interval, at_or_after)
 
     async def probe_round(self, target: Target, first: bool = False) -> None:
         """One round for one target: request, fold, hand to the book."""
@@ -302,6 +301,14 @@ class Scheduler:
         if target.episode and not now_failing:
             log.info("requests recovered", previously=sorted(f"{e}:{r}" for e, r in target.episode))
         target.episode = target.episode | now_failing if now_failing else frozenset()
+
+
+def grid_point(grid: float, interval: float, at_or_after: float) -> float:
+    """The first time of a grid (``grid + k * interval``, k >= 0) not before a time."""
+    # A time on the grid plus an interval computes a hair past the next point in floating
+    # point; taken as later than it, that would skip a round.
+    slots = math.ceil((at_or_after - grid) / interval - 1e-6)
+    return grid + max(0, slots) * interval
 
 
 def _offset(name: str, interval: float) -> float:
