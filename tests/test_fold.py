@@ -1,4 +1,4 @@
-"""Folding probe observations into a Job (DESIGN.md, "Job resource" and "State machine")."""
+"""Folding probe observations into a Job: its resource fields and its state machine."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@
 Each history is a random one of tests/simulation.py (task restarts, JobManager failovers up to
 every third probe, both lags, missing answers), followed by a quiet tail of fresh probes. It
 is replayed twice through the restart rule as the daemon reads: with the plan of
-probe/reads.py (no refresh, so only changes in the overview trigger reads) and reading every
+probe/_core/reads.py (no refresh, so only changes in the overview trigger reads) and reading every
 round (`probe.metrics_refresh: 0`). Printed: how many reads the plan made, how often its final
 count is below reading every round's (and by how much), and what share of all true restarts
 each counted (restarts that leave no trace, such as several failovers between two probes, are
