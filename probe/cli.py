@@ -15,16 +15,13 @@ from typing import NoReturn
 
 import anyio
 
+from probe._cogs.errors import ExitCode
 from probe._cogs.logs import configure, get_logger
 from probe._commands.jobs import DEFAULT_URL, DaemonUrl, list_jobs, parse_daemon_url
 from probe._config import Config, ConfigError, dump_effective, load_config
 from probe._core.model import JobState
 from probe._store import StoreError
 from probe._version import __version__
-
-EXIT_OK = 0
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -33,7 +30,7 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         problem = " ".join(message.splitlines())
-        self.exit(EXIT_USAGE, f"flink-probe: error: {problem} (see {self.prog} --help)\n")
+        self.exit(ExitCode.USAGE, f"flink-probe: error: {problem} (see {self.prog} --help)\n")
 
 
 def _daemon_url(text: str) -> DaemonUrl:
@@ -110,10 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for line in exc.errors:
             print(f"flink-probe: config: {line}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.command == "check-config":
         sys.stdout.write(dump_effective(config))
-        return EXIT_OK
+        return ExitCode.OK
     return run(config, args.config)
 
 
@@ -134,8 +131,8 @@ def run(config: Config, config_path: Path | None = None) -> int:
         log.error("cannot start", error=message)
         print(f"flink-probe: {message}", file=sys.stderr)
     except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_RUNTIME
+        return ExitCode.OK
+    return ExitCode.FAILED
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from typing import Any, Final, TextIO
 import aiohttp
 import anyio
 
+from probe._cogs.errors import ExitCode
 from probe._cogs.logs import configure
 from probe._commands.jobs import format_age, render_table
 from probe._commands.run import Daemon
@@ -50,9 +51,6 @@ HEADERS: Final = ("JOB", "DEPLOYMENT", "STATE", "FLINK STATUS", "RESTARTS", "LAS
 SHORT_ID: Final = 8
 EVENTS_SHOWN: Final = 4
 CLEAR_SCREEN: Final = "\x1b[H\x1b[J"
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 
 # Fixed Flink job ids, so that the Job ids (the same, dashed) are the same at every run.
 JIDS: Final = {
@@ -172,7 +170,7 @@ async def run_demo(
     then redrawn faster too)."""
     if not 1 <= port <= 65535:
         print(f"flink-probe demo: --port must be 1..65535, got {port}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     with tempfile.TemporaryDirectory(prefix="flink-probe-demo-") as state_dir:
         cluster = story_cluster(speed)
         async with FakeFlinkServer(cluster) as flink:
@@ -184,7 +182,7 @@ async def run_demo(
 async def _run(
     daemon: Daemon, cluster: FakeCluster, screen: _Screen, duration: float | None, speed: float
 ) -> int:
-    code = EXIT_FAILED
+    code: int = ExitCode.FAILED
     async with anyio.create_task_group() as tasks:
         tasks.start_soon(_play, cluster, _story(speed), screen.event, name="demo story")
         tasks.start_soon(_watch, screen, REFRESH / speed, name="demo table")
@@ -201,7 +199,7 @@ async def _run(
             )
         finally:
             tasks.cancel_scope.cancel()
-    if code == EXIT_OK:
+    if code == ExitCode.OK:
         screen.finish()
     return code
 
@@ -347,4 +345,4 @@ def main(*, port: int = 9270, duration: float | None = None) -> int:
     try:
         return asyncio.run(run_demo(port=port, duration=duration))
     except KeyboardInterrupt:  # Ctrl-C before the daemon took over SIGINT
-        return EXIT_OK
+        return ExitCode.OK

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, TextIO
 
 import yaml
 
+from probe._cogs.errors import ExitCode
 from probe._core.model import JobState
 
 DEFAULT_URL: Final = "http://127.0.0.1:9270"
@@ -37,8 +38,6 @@ TABLE_HEADERS: Final = (
     "LAST UPDATE",
     "AGE",
 )
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
 
 OutputFormat = Literal["table", "json", "yaml"]
 
@@ -100,7 +99,7 @@ def list_jobs(
         items = fetch_jobs(daemon, namespace)
     except DaemonError as error:
         print(f"flink-probe: {error}", file=err)
-        return EXIT_FAILED
+        return ExitCode.FAILED
     if state is not None:
         items = [job for job in items if job["status"]["state"] == state.value]
     if output == "json":
@@ -113,7 +112,7 @@ def list_jobs(
     else:
         which = f" in state {state.value}" if state else ""
         print(f"No jobs{which} in namespace {namespace}.", file=err)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def fetch_jobs(daemon: DaemonUrl, namespace: str) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from yarl import URL
 
 from probe._cogs.credentials import BasicCredentials, BearerToken
+from probe._cogs.errors import one_line
 from probe._core.model import JID_PATTERN, FlinkJobStatus, is_jid
 
 __all__ = [
@@ -74,15 +75,10 @@ class FlinkError(Exception):
         super().__init__(kind, detail, status)
         self.kind = kind
         self.status = status
-        self.detail = _one_line(detail)
+        self.detail = one_line(detail, _MAX_DETAIL_CHARS)
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.detail}"
-
-
-def _one_line(text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def _flink_status(value: FlinkJobStatus) -> FlinkJobStatus:
