@@ -38,6 +38,8 @@ def batch(counter: int, padding: int = 0) -> list[StoredJob]:
             state="STARTED",
             resource_version=counter,
             document=json.dumps({"counter": counter, "padding": "x" * padding}),
+            target="local",
+            observed=0,
         )
         for index in range(JOB_COUNT)
     ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -24,15 +24,17 @@ def record(probed_at: float, version: int = 1) -> JobRecord:
 
 
 class SlowStore(SQLiteStore):
-    """Holds every write until `release` is set (a write in flight, from the event loop's view)."""
+    """Holds every write until `proceed` is set (a write in flight, from the event loop's view)."""
 
-    release: threading.Event
+    proceed: threading.Event
     writing: threading.Event
 
-    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
+    def write_batch(
+        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
+    ) -> None:
         self.writing.set()
-        self.release.wait(timeout=10)
-        super().write_batch(jobs)
+        self.proceed.wait(timeout=10)
+        super().write_batch(jobs, fences)
 
 
 @pytest.fixture
@@ -84,13 +86,13 @@ async def test_a_touch_while_the_job_is_being_written_waits_for_the_next_batch(
     tmp_path: Path,
 ) -> None:
     with SlowStore.open(tmp_path / "state.db") as store:
-        store.release, store.writing = threading.Event(), threading.Event()
-        store.release.set()
+        store.proceed, store.writing = threading.Event(), threading.Event()
+        store.proceed.set()
         book = JobBook(store)
         book.put([record(BASE + 10)])
         await book.commit()
 
-        store.release.clear()
+        store.proceed.clear()
         store.writing.clear()
         book.put([record(BASE + 20, version=2)])
         async with anyio.create_task_group() as tg:
@@ -98,7 +100,7 @@ async def test_a_touch_while_the_job_is_being_written_waits_for_the_next_batch(
             await anyio.to_thread.run_sync(store.writing.wait, 10)
             book.touch([record(BASE + 30, version=2)])
             assert book.exposed[JOB_ID].last_probe_at == BASE + 10, "shown before stored"
-            store.release.set()
+            store.proceed.set()
         assert book.exposed[JOB_ID].last_probe_at == BASE + 20
         assert book.pending == 1
         await book.commit()

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from test_fold import starting
 
+from probe._core.record import JobRecord
+from probe._core.restarts import RestartLedger
 from probe._store import StoredJob, StoreError, migrations, open_store
 from probe._store.migrations import SCHEMA_VERSION, Migration
 from probe._store.sqlite import SQLiteStore
@@ -233,6 +236,27 @@ def test_a_migration_appended_to_the_list_upgrades_an_existing_file(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'jobs_by_state'"
     ).fetchall()
     reader.close()
+
+
+def test_a_file_of_version_1_gains_each_jobs_target_and_count(tmp_path: Path) -> None:
+    path = tmp_path / "flink-probe.db"
+    record = JobRecord(starting().job, ledger=RestartLedger(observed=4))
+    version_1 = sqlite3.connect(path)
+    for statement in migrations.MIGRATIONS[0].sqlite:
+        version_1.execute(statement)
+    version_1.execute(
+        "INSERT INTO jobs VALUES (?, 'default', 'STARTING', 1, ?)",
+        (record.job.id, record.to_document()),
+    )
+    version_1.execute("PRAGMA user_version = 1")
+    version_1.commit()
+    version_1.close()
+
+    with SQLiteStore.open(path) as store:
+        (loaded,) = store.load(["prod"])
+
+    assert (loaded.target, loaded.observed) == ("prod", 4)
+    assert loaded.document == record.to_document()
 
 
 # --- crash safety ---------------------------------------------------------------------------

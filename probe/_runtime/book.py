@@ -7,10 +7,10 @@ and only then copies them into the *exposed* view that readers see.
 
 One exception: a record whose only change is the probe's time (``lastUpdateTime``; nearly every
 probe of a running job) is *touched*: shown at once and stored later, with the Job's next
-stored change, once ``TOUCH_STORED_EVERY`` passed, or at shutdown. Rewriting every Job every
-round only for its time cost a row per probe (about 1 MB/s of writes at 10,000 Jobs); after a
-``kill -9`` such a time can go back by at most ``TOUCH_STORED_EVERY`` until the Job's next
-probe. A touch of a Job with an unstored change pending stays unexposed with it.
+stored change, once ``TOUCH_STORED_EVERY`` passed, or at shutdown. Storing every Job every
+round only for its time would write a row per probe; after a ``kill -9`` such a time can go
+back by at most ``TOUCH_STORED_EVERY`` until the Job's next probe. A touch of a Job with an
+unstored change pending stays unexposed with it.
 """
 
 from __future__ import annotations
@@ -191,4 +191,6 @@ def _row(record: JobRecord) -> StoredJob:
         state=job.state.value,
         resource_version=job.metadata.resource_version,
         document=record.to_document(),
+        target=job.target,
+        observed=record.ledger.observed,
     )

@@ -6,7 +6,8 @@ only after the batch holding it was written (DESIGN.md, "Restart accounting"), s
 commit is synced to disk (``synchronous=FULL``) before ``write_batch`` returns.
 
 One process owns the file at a time: an ``flock`` on a sibling ``.lock`` file, held for the
-store's lifetime and released by the kernel when the process dies, even by ``kill -9``.
+store's lifetime and released by the kernel when the process dies, even by ``kill -9``. That
+process holds every target's lease (``LocalLeases``).
 A file that cannot be read as this program's state (corrupt, another program's database,
 a newer schema) is refused and left byte for byte as it was, never replaced by an empty
 store: it holds restart counts that cannot be observed again.
@@ -17,54 +18,37 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Self
 
-from probe._store.base import StoredJob, StoreError
-
-# Written to the SQLite header by migration 1 ("FLKP"), so a database of another program
-# that happens to sit at state.path is recognised and refused instead of migrated.
-APPLICATION_ID: Final = 0x464C4B50
+from probe._store import migrations
+from probe._store.base import FencedOut, Lease, StoredJob, StoreError
+from probe._store.leases import LocalLeases
 
 # SQLite's busy_timeout (the `timeout` of sqlite3.connect): how long a statement waits for a
 # lock held by another connection (an operator's `sqlite3` shell, say) before failing with
 # "database is locked".
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 
+_COLUMNS: Final = "job_id, namespace, state, resource_version, document, target, observed"
 
-def _migrate_to_1(connection: sqlite3.Connection) -> None:
-    connection.execute(
-        """
-        CREATE TABLE jobs (
-            job_id TEXT PRIMARY KEY,
-            namespace TEXT NOT NULL,
-            state TEXT NOT NULL,
-            resource_version INTEGER NOT NULL,
-            document TEXT NOT NULL
-        )
-        """
-    )
-    connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-
-
-# MIGRATIONS[i] brings a file from schema version i to i + 1. Append, never edit: files in
-# the field are at every version ever released.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_migrate_to_1,)
-SCHEMA_VERSION: Final = len(MIGRATIONS)
-
-_UPSERT: Final = """
-    INSERT INTO jobs (job_id, namespace, state, resource_version, document)
-    VALUES (?, ?, ?, ?, ?)
+_UPSERT: Final = f"""
+    INSERT INTO jobs ({_COLUMNS})
+    VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (job_id) DO UPDATE SET
         namespace = excluded.namespace,
         state = excluded.state,
         resource_version = excluded.resource_version,
-        document = excluded.document
+        document = excluded.document,
+        target = excluded.target,
+        observed = excluded.observed
     WHERE excluded.resource_version >= jobs.resource_version
+        AND excluded.observed >= jobs.observed
 """
 
 
@@ -88,6 +72,7 @@ class SQLiteStore:
         # The daemon writes from a worker thread; the lock also keeps close() from racing
         # a write still running in that thread at shutdown.
         self._mutex = threading.Lock()
+        self._leases = LocalLeases()
 
     @classmethod
     def open(cls, path: Path) -> Self:
@@ -111,13 +96,17 @@ class SQLiteStore:
             raise
         return cls(path, connection, lock_fd)
 
-    def load(self) -> list[StoredJob]:
+    def load(self, targets: Collection[str] | None = None) -> list[StoredJob]:
+        query = f"SELECT {_COLUMNS} FROM jobs"
+        parameters: tuple[str, ...] = ()
+        if targets is not None:
+            query += " WHERE target IN (SELECT value FROM json_each(?))"
+            parameters = (json.dumps(list(targets)),)
         with self._mutex:
             connection = self._open_connection()
             try:
                 rows = connection.execute(
-                    "SELECT job_id, namespace, state, resource_version, document FROM jobs"
-                    " ORDER BY namespace, job_id"
+                    f"{query} ORDER BY namespace, job_id", parameters
                 ).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(
@@ -125,18 +114,24 @@ class SQLiteStore:
                 ) from exc
         return [StoredJob(*row) for row in rows]
 
-    def write_batch(self, jobs: Sequence[StoredJob]) -> None:
+    def write_batch(
+        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
+    ) -> None:
         """Upsert ``jobs`` in one synced transaction; a stored row never goes back.
 
-        A row is replaced only by one with a higher or equal resource_version, so a stale
-        write is ignored. On failure (disk full, I/O error, read-only file system) nothing of
-        the batch is stored, StoreError is raised, and the store stays usable: the caller
-        keeps the batch and retries once the condition clears.
+        A row is replaced only by one with a resource_version and an ``observed`` at least as
+        high, so a stale write is ignored; a fence of a released lease refuses the batch
+        (FencedOut). On failure (disk full, I/O error, read-only file system) nothing of the
+        batch is stored, StoreError is raised, and the store stays usable: the caller keeps
+        the batch and retries once the condition clears.
         """
         if not jobs:
             return
         with self._mutex:
             connection = self._open_connection()
+            stale = self._leases.stale(fences or {}, {job.target for job in jobs})
+            if stale:
+                raise FencedOut(f"state file {self._path}", stale)
             try:
                 # A rollback that itself failed (the disk went away) leaves the transaction
                 # open; end it before starting this one.
@@ -146,7 +141,15 @@ class SQLiteStore:
                 connection.executemany(
                     _UPSERT,
                     (
-                        (job.job_id, job.namespace, job.state, job.resource_version, job.document)
+                        (
+                            job.job_id,
+                            job.namespace,
+                            job.state,
+                            job.resource_version,
+                            job.document,
+                            job.target,
+                            job.observed,
+                        )
                         for job in jobs
                     ),
                 )
@@ -161,6 +164,14 @@ class SQLiteStore:
                         f"{_sqlite_reason(exc)}"
                     ) from exc
                 raise
+
+    def claim(self, targets: Collection[str], ttl: float) -> tuple[Lease, ...]:
+        """Every target is granted: no other process can open the file."""
+        self._open_connection()
+        return self._leases.claim(targets, ttl)
+
+    def release(self, targets: Collection[str] | None = None) -> None:
+        self._leases.release(targets)
 
     def close(self) -> None:
         """Close the file (checkpointing the WAL into it) and release the lock; idempotent."""
@@ -259,17 +270,17 @@ def _check_existing(path: Path) -> None:
             f" {left_unchanged}"
         )
     is_empty_database = application_id == 0 and user_version == 0 and not has_schema
-    if application_id != APPLICATION_ID and not is_empty_database:
+    if application_id != migrations.SQLITE_APPLICATION_ID and not is_empty_database:
         raise StoreError(
             f"state file {path} is a SQLite database of another program, not flink-probe's"
             f" (application_id {application_id:#x}); it was left unchanged; use another"
             " state.path"
         )
-    if user_version > SCHEMA_VERSION:
+    if user_version > migrations.SCHEMA_VERSION:
         raise StoreError(
             f"state file {path} has schema version {user_version}, newer than this"
-            f" flink-probe supports ({SCHEMA_VERSION}); upgrade flink-probe or use another"
-            " state.path"
+            f" flink-probe supports ({migrations.SCHEMA_VERSION}); upgrade flink-probe or use"
+            " another state.path"
         )
 
 
@@ -321,12 +332,13 @@ def _connect_and_migrate(path: Path) -> sqlite3.Connection:
 
 
 def _migrate(connection: sqlite3.Connection) -> None:
-    """Bring the file to SCHEMA_VERSION, each step in its own transaction with its version."""
+    """Bring the file to the schema version, each step in its own transaction with its version."""
     version: int = connection.execute("PRAGMA user_version").fetchone()[0]
-    for target, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+    for target, migration in enumerate(migrations.MIGRATIONS[version:], start=version + 1):
         connection.execute("BEGIN IMMEDIATE")
         try:
-            migration(connection)
+            for statement in migration.sqlite:
+                connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {target}")
             connection.execute("COMMIT")
         except BaseException:
