@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from daemon_harness import ProbeClient, free_port, run_cli, wait_for
 
-from probe._commands.demo import CLEAR_SCREEN, JIDS, run_demo
+from probe._commands.demo import CLEAR_SCREEN, run_demo
+from probe.testing import DEMO_JOBS
 
 SPEED = 4.0
 STORY_DEADLINE = 20.0
@@ -45,7 +46,7 @@ def table_rows(text: str) -> dict[str, list[str]]:
 
 def story_told(jobs: list[dict[str, Any]]) -> bool:
     by_name = {job["metadata"]["deploymentName"]: job for job in jobs}
-    if set(by_name) != set(JIDS):
+    if set(by_name) != set(DEMO_JOBS):
         return False
 
     def restarts(name: str) -> int:
@@ -86,7 +87,7 @@ async def test_demo_shows_restarts_and_final_states_until_ctrl_c() -> None:
     assert "Flink: JobManager failover" in text
     assert text.rstrip().endswith("flink-probe demo stopped.")
     rows = table_rows(text)
-    assert set(rows) == set(JIDS)
+    assert set(rows) == set(DEMO_JOBS)
     assert int(rows["orders"][4]) > 0
     assert int(rows["payments"][4]) > 0
     assert rows["nightly-report"][2:4] == ["FINISHED", "FINISHED"]
@@ -107,7 +108,7 @@ async def test_demo_redraws_a_table_on_a_terminal_and_stops_after_its_duration()
     assert len(frames) >= 3, "the table is redrawn in place"
     last = frames[-1]
     assert "flink-probe demo stopped." in last
-    assert set(table_rows(last)) == set(JIDS)
+    assert set(table_rows(last)) == set(DEMO_JOBS)
 
 
 def test_demo_on_a_taken_port_fails_with_one_line() -> None:

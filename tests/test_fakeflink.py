@@ -485,7 +485,7 @@ def test_served_from_a_thread() -> None:
 
 def test_command_serves_the_demo_scenario() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "probe.testing", "--port", "0"],
+        [sys.executable, "-m", "probe.testing", "--port", "0", "--at", "6", "--still"],
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
@@ -499,6 +499,7 @@ def test_command_serves_the_demo_scenario() -> None:
         assert jobs == {
             "orders": "RUNNING",
             "payments": "RUNNING",
+            "sessionizer": "RUNNING",
             "nightly-report": "FINISHED",
             "broken-etl": "FAILED",
         }

@@ -141,7 +141,7 @@ async def test_json_and_yaml_are_the_daemons_job_list(daemon: Daemon) -> None:
 async def test_json_with_a_state_filter(daemon: Daemon) -> None:
     result = await jobs_command(daemon.url, "--state", "STARTED", "-o", "json")
     names = {job["metadata"]["deploymentName"] for job in json.loads(result.out)["items"]}
-    assert names == {"orders", "payments"}
+    assert names == {"orders", "payments", "sessionizer"}
 
 
 async def test_another_namespace_and_a_job_not_started_yet(daemon: Daemon) -> None:

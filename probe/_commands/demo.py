@@ -1,35 +1,18 @@
-"""``flink-probe demo``: the real daemon watching a simulated Flink cluster, no setup needed.
+"""``flink-probe demo``: the real daemon watching the demo story's simulated cluster.
 
-A newcomer runs one command and within seconds sees what flink-probe does: a fake Flink 2.3
-cluster (`probe.testing`, on a free port) plays a short story, the real daemon (`Daemon`,
-in this process, state in a temporary directory) discovers and probes its jobs, and a table
-of the Job resources, read from the daemon's own HTTP API, is redrawn every second. Meanwhile
-``/metrics`` and the Job API answer on ``--port`` like those of a production daemon.
-
-The story (seconds after the start):
-
-- ``orders`` and ``payments`` restart every 3 and 4 seconds (task failures Flink recovers);
-- ``sessionizer`` runs without a hitch;
-- ``broken-etl`` restarts twice, then fails for good at 5 s (Job FAILED, reason FlinkJobFailed);
-- ``nightly-report`` finishes at 3 s (Job FINISHED);
-- at 12 s the JobManager fails over (high availability): every running job gets a new
-  ``start-time`` and Flink's ``numRestarts`` starts again from 0, while the daemon's count
-  goes on and counts the failover itself as one more restart.
-
-On a terminal the table is redrawn in place; otherwise (a pipe, a file) one line is printed
-per change, and the final table at the end.
+The story (``probe.testing``) plays on a fake Flink cluster on a free port; the real daemon
+(state in a temporary directory) discovers and probes its jobs; a table of the Job resources,
+read from the daemon's own HTTP API, is redrawn every second (one line per change when the
+output is not a terminal). ``/metrics`` and the Job API answer on ``--port`` meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, TextIO
@@ -43,7 +26,7 @@ from probe._commands.jobs import format_age, render_table
 from probe._commands.run import Daemon
 from probe._config import Config
 from probe._store import StoreError
-from probe.testing import FakeCluster, FakeFlinkServer
+from probe.testing import FakeCluster, FakeFlinkServer, play, story_cluster, story_events
 
 DEMO_NAMESPACE: Final = "default"
 DEMO_TARGET: Final = "demo"
@@ -52,86 +35,11 @@ SHORT_ID: Final = 8
 EVENTS_SHOWN: Final = 4
 CLEAR_SCREEN: Final = "\x1b[H\x1b[J"
 
-# Fixed Flink job ids, so that the Job ids (the same, dashed) are the same at every run.
-JIDS: Final = {
-    "orders": "3f1da3c86f22430f9200eda014ea5319",
-    "payments": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
-    "sessionizer": "5e5510a12e5e4f0b8c1d2e3f4a5b6c7d",
-    "nightly-report": "0f0e0d0c0b0a09080706050403020100",
-    "broken-etl": "deadbeefdeadbeefdeadbeefdeadbeef",
-}
-RESTART_PERIODS: Final = {"orders": 3.0, "payments": 4.0}
-FINISH_AT: Final = 3.0
-BROKEN_RESTARTS_AT: Final = (1.0, 2.0)
-FAIL_AT: Final = 5.0
-FAILOVER_AT: Final = 12.0
-
-# The simulated cluster's caches, and the daemon's bounds on them (at least as large: the
-# restart rule relies on it). Real Flink: 3 s and 10 s, which only delay the first counts.
-OVERVIEW_LAG: Final = 0.5
-METRICS_LAG: Final = 1.0
+# The daemon's bounds on the story cluster's lags (at least as large: the rule relies on it).
 OVERVIEW_MAX_AGE: Final = 0.5
 METRICS_MAX_AGE: Final = 2.0
 PROBE_INTERVAL: Final = 1.0
 REFRESH: Final = 1.0
-
-
-@dataclass(order=True, frozen=True, slots=True)
-class _Event:
-    at: float
-    order: int
-    act: Callable[[FakeCluster], None] = field(compare=False)
-    say: str | None = field(compare=False)
-    """What to tell the user (None: a routine restart, visible in the table anyway)."""
-    every: float | None = field(compare=False, default=None)
-
-
-def _story(speed: float) -> list[_Event]:
-    """The scenario's first events; periodic ones schedule their next occurrence."""
-    events = [
-        _Event(
-            FINISH_AT / speed,
-            1,
-            lambda c: c.finish(JIDS["nightly-report"]),
-            "Flink: nightly-report finished",
-        ),
-        _Event(
-            FAIL_AT / speed,
-            2,
-            lambda c: c.fail(JIDS["broken-etl"], "the input topic 'clicks' does not exist"),
-            "Flink: broken-etl failed (no more restarts allowed)",
-        ),
-        _Event(
-            FAILOVER_AT / speed,
-            3,
-            lambda c: c.jobmanager_restart(keep_jobs=True),
-            "Flink: JobManager failover, numRestarts back to 0; flink-probe adds 1",
-        ),
-    ]
-    events += [
-        _Event(at / speed, 10 + i, lambda c: c.restart(JIDS["broken-etl"]), None)
-        for i, at in enumerate(BROKEN_RESTARTS_AT)
-    ]
-    events += [
-        _Event(period / speed, 20 + i, _restarter(name), None, every=period / speed)
-        for i, (name, period) in enumerate(RESTART_PERIODS.items())
-    ]
-    return events
-
-
-def _restarter(name: str) -> Callable[[FakeCluster], None]:
-    def restart(cluster: FakeCluster) -> None:
-        cluster.restart(JIDS[name], message=f"{name}: a task failed (demo)")
-
-    return restart
-
-
-def story_cluster(speed: float = 1.0) -> FakeCluster:
-    """The simulated cluster at the start of the story: five running jobs."""
-    cluster = FakeCluster(overview_lag=OVERVIEW_LAG / speed, metrics_lag=METRICS_LAG / speed)
-    for name, jid in JIDS.items():
-        cluster.submit(name, jid)
-    return cluster
 
 
 def demo_config(flink_url: str, state_dir: Path, port: int, speed: float = 1.0) -> Config:
@@ -184,7 +92,9 @@ async def _run(
 ) -> int:
     code: int = ExitCode.FAILED
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_play, cluster, _story(speed), screen.event, name="demo story")
+        tasks.start_soon(
+            play, cluster, story_events(speed), anyio.sleep, screen.event, name="demo story"
+        )
         tasks.start_soon(_watch, screen, REFRESH / speed, name="demo table")
         if duration is not None:
             tasks.start_soon(_stop_after, daemon, duration, name="demo duration")
@@ -207,25 +117,6 @@ async def _run(
 async def _stop_after(daemon: Daemon, duration: float) -> None:
     await anyio.sleep(duration)
     daemon.should_exit.set()
-
-
-async def _play(
-    cluster: FakeCluster, events: Sequence[_Event], announce: Callable[[str], None]
-) -> None:
-    """Act the story out on the cluster, on time (events due together run in order)."""
-    start = time.monotonic()
-    pending = list(events)
-    heapq.heapify(pending)
-    while pending:
-        event = heapq.heappop(pending)
-        await anyio.sleep(max(0.0, start + event.at - time.monotonic()))
-        event.act(cluster)
-        if event.say is not None:
-            announce(event.say)
-        if event.every is not None:
-            heapq.heappush(
-                pending, _Event(event.at + event.every, event.order, event.act, None, event.every)
-            )
 
 
 async def _watch(screen: _Screen, refresh: float) -> None:

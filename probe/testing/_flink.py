@@ -20,13 +20,10 @@ new for the snapshot is served fresh (Flink fetches a cache miss); numRestarts l
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import bisect
 import contextlib
 import json
-import signal
-import sys
 import threading
 import time
 import uuid
@@ -43,15 +40,12 @@ from probe._core.model import GLOBALLY_TERMINAL, FlinkJobStatus, is_jid
 
 __all__ = [
     "ANY_ENDPOINT",
-    "DEMO_JOBS",
     "Endpoint",
     "FakeCluster",
     "FakeFlinkServer",
     "FakeJob",
     "Fault",
     "FaultKind",
-    "demo_cluster",
-    "main",
     "serve_in_thread",
 ]
 
@@ -844,71 +838,3 @@ def serve_in_thread(
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
-
-
-# -- python -m probe.testing ------------------------------------------------------------
-
-# The demo scenario's jobs, with fixed ids so that a config can name them.
-DEMO_JOBS: Final = {
-    "orders": "3f1da3c86f22430f9200eda014ea5319",
-    "payments": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
-    "nightly-report": "0f0e0d0c0b0a09080706050403020100",
-    "broken-etl": "deadbeefdeadbeefdeadbeefdeadbeef",
-}
-
-
-def demo_cluster(cluster: FakeCluster) -> FakeCluster:
-    """Fill `cluster` with the demo scenario: two running jobs, one finished, one failed."""
-    cluster.submit("orders", DEMO_JOBS["orders"])
-    cluster.restart(DEMO_JOBS["orders"], n=2)
-    cluster.submit("payments", DEMO_JOBS["payments"])
-    cluster.submit("nightly-report", DEMO_JOBS["nightly-report"])
-    cluster.finish(DEMO_JOBS["nightly-report"])
-    cluster.submit("broken-etl", DEMO_JOBS["broken-etl"])
-    cluster.fail(DEMO_JOBS["broken-etl"], "fakeflink: the input topic does not exist")
-    return cluster
-
-
-async def _serve_demo(args: argparse.Namespace) -> None:
-    cluster = demo_cluster(
-        FakeCluster(overview_lag=args.overview_lag, metrics_lag=args.metrics_lag)
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    async with FakeFlinkServer(cluster, host=args.host, port=args.port) as server:
-        # One JSON line, so that a parent process can learn the (maybe chosen) port.
-        print(json.dumps({"url": server.url, "jobs": DEMO_JOBS}), flush=True)
-        while not stop.is_set():
-            if args.restart_every <= 0:
-                await stop.wait()
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=args.restart_every)
-            if not stop.is_set():
-                cluster.restart(DEMO_JOBS["orders"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m probe.testing",
-        description="Serve a simulated Flink 2.3 REST API with a few demo jobs.",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    parser.add_argument("--overview-lag", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--metrics-lag", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument(
-        "--restart-every",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="restart the 'orders' job this often (0: never)",
-    )
-    asyncio.run(_serve_demo(parser.parse_args(argv)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
