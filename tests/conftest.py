@@ -26,7 +26,7 @@ async def fake_flink() -> AsyncIterator[FakeFlinkServer]:
 
 @pytest.fixture(scope="session")
 def postgres_cluster() -> Iterator[PostgresCluster]:
-    """The session's private PostgreSQL server (tests/postgres_cluster.py)."""
+    """The session's private PostgreSQL server (tests/support/postgres_cluster.py)."""
     with session_cluster() as cluster:
         yield cluster
 

@@ -3,7 +3,7 @@
 The Job schemas are generated from the pydantic models (``Job.model_json_schema``) in
 serialization mode, so the document cannot drift from what the API sends; the rest (paths,
 health answers, the JSON error) is written here and checked against a live daemon by
-tests/test_openapi.py (schemathesis).
+tests/e2e/test_openapi.py (schemathesis).
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
     .venv/bin/python tests/long/plan_loss.py                 # 20,000 simulated histories
     .venv/bin/python tests/long/plan_loss.py --runs 2000 --seed 7
 
-Each history is a random one of tests/simulation.py (task restarts, JobManager failovers up to
-every third probe, both lags, missing answers), followed by a quiet tail of fresh probes. It
+Each history is a random one of tests/support/simulation.py (task restarts, JobManager
+failovers up to every third probe, both lags, missing answers), followed by a quiet tail of
+fresh probes. It
 is replayed twice through the restart rule as the daemon reads: with the plan of
 probe/_core/reads.py (no refresh, so only changes in the overview trigger reads) and reading every
 round (`probe.metrics_refresh: 0`). Printed: how many reads the plan made, how often its final
@@ -22,7 +23,7 @@ import random
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
 from simulation import (
     ProcessStart,

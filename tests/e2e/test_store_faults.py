@@ -6,7 +6,7 @@ namespace (`unshare --mount`, as root) whose state directory is a small tmpfs, f
 it runs. The namespace is held by a `sleep` process, so the file can be inspected after the
 daemon exited. A read-only remount under the running daemon is not possible: the kernel
 refuses to remount a file system read-only (EBUSY) while a file on it is open for writing,
-and the daemon keeps its database open (tests/test_store.py covers EROFS at start-up).
+and the daemon keeps its database open (tests/unit/store/test_store.py covers EROFS at start-up).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from probe.testing import Endpoint, FakeCluster, FaultKind, serve_in_thread
 
 TMPFS_SIZE = "8m"
 """Room for the WAL of a short run (it grows until SQLite checkpoints at 1000 pages)."""
-KILL9 = Path(__file__).resolve().parent / "long" / "kill9.py"
+KILL9 = Path(__file__).resolve().parents[1] / "long" / "kill9.py"
 
 
 def cannot_run(reason: str) -> NoReturn:

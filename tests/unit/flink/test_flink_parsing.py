@@ -25,7 +25,7 @@ from probe._flink.client import (
 )
 
 # Bodies served by a real Flink 2.3.0: standalone, and across ZooKeeper HA failovers.
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REST = FIXTURES / "flink-2.3.0-rest"
 HA = FIXTURES / "flink-2.3.0-ha"
 

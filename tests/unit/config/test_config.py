@@ -20,7 +20,7 @@ from probe._config.models import ProbeConfig, ServerConfig
 from probe._config.redaction import redacted_dict
 from probe._config.units import format_byte_size, format_duration, parse_byte_size, parse_duration
 
-EXAMPLE = Path(__file__).parent.parent / "config" / "example.yaml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
 OTHER_JOB_ID = "6b0e6a4c-2f7e-4c59-9a52-1f0e2b7d9c11"
 DURATION_HINT = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"

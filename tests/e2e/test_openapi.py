@@ -39,7 +39,7 @@ from schemathesis.generation.case import Case
 from probe._web.openapi import OPENAPI_PATH, WRITE_METHODS, openapi_document
 from probe.testing import FakeCluster, serve_in_thread
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JIDS = {
     "orders": "3f1da3c86f22430f9200eda014ea5319",
     "nightly": "0f0e0d0c0b0a09080706050403020100",

@@ -55,7 +55,7 @@ _RESTARTING_FOR = 1.0
 # -- hypothesis budgets ------------------------------------------------------------------------
 # Profiles are registered here, beside the strategies they budget, and picked by the
 # HYPOTHESIS_PROFILE environment variable: "ci" (default) keeps the suite fast, "deep" searches
-# long (HYPOTHESIS_PROFILE=deep .venv/bin/pytest tests/test_restarts.py).
+# long (HYPOTHESIS_PROFILE=deep .venv/bin/pytest tests/unit/core/test_restarts.py).
 settings.register_profile(
     "ci",
     deadline=None,

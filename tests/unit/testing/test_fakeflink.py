@@ -29,7 +29,7 @@ from probe.testing import (
 )
 
 # Bodies served by a real Flink 2.3.0: standalone, and across ZooKeeper HA failovers.
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REST = FIXTURES / "flink-2.3.0-rest"
 HA = FIXTURES / "flink-2.3.0-ha"
 JID = "018212e45da3a0cce413edc0a12d63c1"
@@ -488,7 +488,7 @@ def test_command_serves_the_demo_scenario() -> None:
         [sys.executable, "-m", "probe.testing", "--port", "0", "--at", "6", "--still"],
         stdout=subprocess.PIPE,
         text=True,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[3])},
     )
     try:
         assert process.stdout is not None

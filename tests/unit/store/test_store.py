@@ -27,8 +27,8 @@ from probe._store import StoredJob, StoreError, migrations, open_store
 from probe._store.migrations import SCHEMA_VERSION, Migration
 from probe._store.sqlite import SQLiteStore
 
-REPO = Path(__file__).resolve().parent.parent
-WRITER = Path(__file__).resolve().with_name("store_writer.py")
+REPO = Path(__file__).resolve().parents[3]
+WRITER = REPO / "tests" / "support" / "store_writer.py"
 WRITER_JOB_COUNT = 20  # store_writer.JOB_COUNT
 KILL_RUNS = 50
 

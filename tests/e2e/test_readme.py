@@ -24,7 +24,7 @@ from probe._web.server import Api, Liveness
 from probe.cli import build_parser
 from probe.testing import FakeCluster, FakeFlinkServer
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def section(title: str) -> str:

@@ -1,7 +1,7 @@
 """Properties of the restart lower bound ("confirm before credit"), on simulated jobs.
 
 Every generated run is a true Flink history read through an overview and a metric store that lag
-independently (tests/simulation.py), start-times stamped by a JobManager clock within the
+independently (tests/support/simulation.py), start-times stamped by a JobManager clock within the
 configured skew bound K of the daemon's. The daemon relies on: ``observed`` never goes down,
 never exceeds the truth, reaches the truth on the happy path and across a failover that follows
 a read by more than K, settles on a terminal job's final count, and survives its own restarts

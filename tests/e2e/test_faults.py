@@ -1,7 +1,7 @@
 """The fault matrix: every way a Flink endpoint (or what sits in front of it) can misbehave,
 one cluster per fault, all at once against one daemon.
 
-tests/test_daemon.py covers hang, slow, 500, garbage, wrong types, oversized, reset and a
+tests/e2e/test_daemon.py covers hang, slow, 500, garbage, wrong types, oversized, reset and a
 leader election; this file extends the matrix with faults at the byte level (served by
 `RawFlink`, a FakeCluster behind raw asyncio streams) and more of the fake's own faults. For
 every fault the daemon must: keep answering /healthz and /metrics; count the failed requests

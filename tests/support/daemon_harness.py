@@ -44,7 +44,7 @@ T = TypeVar("T")
 POLL_INTERVAL = 0.02
 DEFAULT_WAIT = 10.0
 """Deadline of a wait; generous, since it is only reached when the test fails."""
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FAST_PROBE: Mapping[str, object] = {
     "interval": "200ms",

@@ -40,7 +40,7 @@ from daemon_harness import (
 from probe._config import ConfigError, load_config
 from probe.testing import FakeCluster, FakeFlinkServer, demo_cluster, serve_in_thread
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "config" / "systemd" / "flink-probe.service"
 DOCKERFILE = REPO / "Dockerfile"
 KUBERNETES = REPO / "config" / "kubernetes"
