@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from probe._store.base import FencedOut, Lease, Store, StoredJob, StoreError, default_instance
-from probe._store.postgres import PostgresStore
 from probe._store.sqlite import SQLiteStore
 
 __all__ = ["FencedOut", "Lease", "Store", "StoreError", "StoredJob", "open_store"]
@@ -25,6 +24,9 @@ def open_store(
     if not separator:
         return SQLiteStore.open(Path(location))
     if scheme in ("postgresql", "postgres"):
+        # psycopg and libpq cost memory that a daemon on SQLite need not carry.
+        from probe._store.postgres import PostgresStore
+
         return PostgresStore.open(
             location, instance=instance or default_instance(), password=password
         )

@@ -24,6 +24,7 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
+from probe._cogs.errors import one_line
 from probe._store import migrations
 from probe._store.base import FencedOut, Lease, StoredJob, StoreError
 from probe._store.leases import LeaseRow, plan_claim
@@ -60,10 +61,6 @@ _RELEASED: Final = "'-infinity'::timestamptz"
 _PASSWORD_IN_URL: Final = (
     "state.url: put the password in state.password_file or state.password_env, not in the URL"
 )
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class _Connections:
@@ -156,7 +153,7 @@ class PostgresStore:
             conninfo = conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             raise StoreError(
-                f"state.url is not a valid PostgreSQL URL: {_one_line(str(exc))}"
+                f"state.url is not a valid PostgreSQL URL: {one_line(str(exc))}"
             ) from None
         if "password" in conninfo:
             raise StoreError(_PASSWORD_IN_URL)
@@ -176,7 +173,7 @@ class PostgresStore:
                 connection.close()
                 raise
         except psycopg.Error as exc:
-            raise StoreError(f"state.url {url}: {_one_line(str(exc))}") from exc
+            raise StoreError(f"state.url {url}: {one_line(str(exc))}") from exc
         connections.give_back(connection)
         return cls(url, instance, connections)
 
@@ -339,7 +336,7 @@ class PostgresStore:
                 yield connection
         except psycopg.Error as exc:
             raise StoreError(
-                f"{action} state.url {self._url} failed: {_one_line(str(exc))}"
+                f"{action} state.url {self._url} failed: {one_line(str(exc))}"
             ) from exc
 
 

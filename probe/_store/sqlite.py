@@ -26,6 +26,7 @@ from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Final, Self
 
+from probe._cogs.errors import one_line
 from probe._store import migrations
 from probe._store.base import FencedOut, Lease, StoredJob, StoreError
 from probe._store.leases import LocalLeases
@@ -52,13 +53,9 @@ _UPSERT: Final = f"""
 """
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 def _sqlite_reason(exc: sqlite3.Error) -> str:
     name = getattr(exc, "sqlite_errorname", None)
-    return _one_line(f"{exc} ({name})" if name else str(exc))
+    return one_line(f"{exc} ({name})" if name else str(exc))
 
 
 class SQLiteStore:
@@ -266,7 +263,7 @@ def _check_existing(path: Path) -> None:
         checker.close()
     if quick_check != ["ok"]:
         raise StoreError(
-            f"state file {path} is corrupt (quick_check: {_one_line(quick_check[0])});"
+            f"state file {path} is corrupt (quick_check: {one_line(quick_check[0])});"
             f" {left_unchanged}"
         )
     is_empty_database = application_id == 0 and user_version == 0 and not has_schema
