@@ -141,6 +141,9 @@ Timestamp = Annotated[
 JobId = Annotated[str, AfterValidator(canonical_job_id)]
 
 
+_FIELD_NAMES: Final[dict[frozenset[str], set[str]]] = {}
+
+
 class _Wire(BaseModel):
     """camelCase on the wire, snake_case in Python; unknown fields are refused."""
 
@@ -150,6 +153,13 @@ class _Wire(BaseModel):
         extra="forbid",
         frozen=True,
     )
+
+    def model_post_init(self, context: Any, /) -> None:
+        # Thousands of Jobs have a few shapes: one set of field names per shape, not one each
+        # (a frozen model never changes its set; a copy gets a set of its own).
+        names = self.__pydantic_fields_set__
+        shared = _FIELD_NAMES.setdefault(frozenset(names), names)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from test_ops import PROMETHEUS, promtool, run
+from tools import promtool, run
 
 from probe._targets.file_sd import parse_targets
+
+PROMETHEUS = Path(__file__).resolve().parents[2] / "config" / "prometheus"
 
 JOB = "flink-jobs"
 DISCOVERY_SECONDS = 2

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from jobs import EPOCH, JID, LAGS, SETTINGS, absent, found, starting
 from simulation import BASE, Run, budget, described, runs
 
 from probe._core.fold import (
@@ -27,56 +28,14 @@ from probe._core.model import (
     FlinkJobStatus,
     JobState,
     from_epoch,
-    new_job,
     replace_model,
 )
 from probe._core.record import JobRecord
-from probe._core.restarts import Lags
 
 S = JobState
 F = FlinkJobStatus
 
-JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
-JID = "3f1da3c86f22430f9200eda014ea5319"
-EPOCH = 1_699_999_990_000  # the Flink job's start-time (ms), before the Job's creation
-LAGS = Lags(overview_max_age=3.0, metrics_max_age=20.0)
-SETTINGS = FoldSettings(not_found_grace=3, start_timeout=600.0, lags=LAGS)
 _RANK = {S.STARTING: 0, S.STARTED: 1, S.TERMINATING: 2, S.TERMINATED: 3, S.FAILED: 3, S.FINISHED: 3}
-
-
-def starting(created: float = BASE) -> JobRecord:
-    job = new_job(
-        job_id=JOB_ID,
-        namespace="default",
-        deployment_name="orders",
-        target="prod",
-        spec={},
-        now=from_epoch(created),
-    )
-    return JobRecord(job=job)
-
-
-def found(
-    at: float,
-    status: FlinkJobStatus = F.RUNNING,
-    *,
-    raw: int | None = None,
-    message: str | None = None,
-    start_time: int = EPOCH,
-) -> Observation:
-    return Observation(
-        at=at,
-        presence=Presence.FOUND,
-        status=status,
-        start_time=start_time,
-        num_restarts=raw,
-        num_restarts_max_age=LAGS.metrics_max_age,
-        failure_message=message,
-    )
-
-
-def absent(at: float, presence: Presence) -> Observation:
-    return Observation(at=at, presence=presence)
 
 
 def fold_all(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
 import pytest
+from jobs import JOB_ID, starting
 from simulation import BASE
-from test_fold import JOB_ID, starting
 
+from probe._core.model import from_epoch, new_job
 from probe._core.record import JobRecord
 from probe._runtime.book import TOUCH_STORED_EVERY, JobBook
+from probe._runtime.ownership import Ownership
 from probe._store import StoredJob
 from probe._store.sqlite import SQLiteStore
 
@@ -126,3 +129,85 @@ async def test_a_loaded_job_is_touched_against_its_stored_time(store: SQLiteStor
     loaded = JobBook.load(store)
     loaded.touch([record(BASE + TOUCH_STORED_EVERY)])
     assert loaded.pending == 1
+
+
+# -- a store shared with other daemons: fenced writes --------------------------------------
+
+
+def job_of(target: str, index: int, version: int = 1) -> JobRecord:
+    """A STARTING Job of `target`."""
+    job = new_job(
+        job_id=f"3f1da3c8-6f22-430f-9200-{index:012x}",
+        namespace="default",
+        deployment_name=f"job-{index}",
+        target=target,
+        spec={},
+        now=from_epoch(BASE),
+    )
+    metadata = job.metadata.model_copy(update={"resource_version": version})
+    return JobRecord(job.model_copy(update={"metadata": metadata}), last_probe_at=BASE)
+
+
+async def test_a_fenced_book_writes_only_held_targets_and_drops_one_fenced_out(
+    store: SQLiteStore,
+) -> None:
+    ownership = Ownership(store, math.inf)
+    await ownership.claim(["prod", "staging"])
+    book = JobBook(store, fencing=ownership)
+    prod, staging, elsewhere = job_of("prod", 1), job_of("staging", 2), job_of("elsewhere", 3)
+    store.release(["staging"])  # as when another instance took its lease over
+
+    book.put([prod, staging, elsewhere])
+    assert await book.commit()
+
+    assert sorted(stored(store)) == [prod.job.id]  # nothing under a stale or missing lease
+    assert sorted(book.exposed) == [prod.job.id]
+    assert ownership.held == {"prod"}
+    assert book.pending == 0
+
+
+async def test_dropped_targets_leave_the_book_with_their_committed_records(
+    store: SQLiteStore,
+) -> None:
+    book = JobBook(store)
+    prod, staging = job_of("prod", 1), job_of("staging", 2)
+    book.put([prod, staging])
+    await book.commit()
+    book.put([job_of("prod", 1, version=2)])  # not committed yet
+
+    kept = book.drop_targets(["prod"])
+
+    assert kept == [prod]
+    assert sorted(book.exposed) == [staging.job.id]
+    assert list(book.probing("prod")) == []
+    assert book.pending == 0
+    await book.commit()
+    assert stored(store)[prod.job.id].job.metadata.resource_version == 1
+
+
+async def test_a_batch_written_while_its_target_was_dropped_is_not_shown(tmp_path: Path) -> None:
+    with SlowStore.open(tmp_path / "state.db") as store:
+        store.proceed, store.writing = threading.Event(), threading.Event()
+        book = JobBook(store)
+        book.put([job_of("prod", 1)])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(book.commit)
+            await anyio.to_thread.run_sync(store.writing.wait, 10)
+            book.drop_targets(["prod"])
+            store.proceed.set()
+        assert book.exposed == {}
+
+
+async def test_adopted_records_are_shown_at_once_in_place_of_the_kept_ones(
+    store: SQLiteStore,
+) -> None:
+    book = JobBook(store)
+    book.put([job_of("prod", 1), job_of("prod", 2)])
+    await book.commit()
+    loaded = job_of("prod", 1, version=5)
+
+    book.adopt(["prod"], [loaded])
+
+    assert book.exposed == {loaded.job.id: loaded}
+    assert [r.job.id for r in book.probing("prod")] == [loaded.job.id]
+    assert book.pending == 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from test_fold import starting
+from jobs import starting
 
 from probe._core.record import JobRecord
 from probe._core.restarts import RestartLedger

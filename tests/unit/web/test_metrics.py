@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jobs import JOB_ID, folded, found, starting
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from simulation import BASE
-from test_fold import JOB_ID, found, last, starting
 
 from probe._core.model import FlinkJobStatus, JobState, replace_model
 from probe._core.record import JobRecord
@@ -55,7 +55,7 @@ def samples(text: str, family: str) -> list[Sample]:
 def test_every_state_and_status_renders_one_current_series_with_every_label(
     store: SQLiteStore, state: JobState, status: FlinkJobStatus
 ) -> None:
-    record = shown_as(last(starting(), found(BASE + 10, raw=2)), state, status)
+    record = shown_as(folded(starting(), found(BASE + 10, raw=2)), state, status)
     text = "".join(JobSeriesRenderer(JobBook(store, [record]), retention=float("inf")).chunks())
 
     labels = {
