@@ -95,3 +95,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+JOB_COLUMNS: Final = "job_id, namespace, state, resource_version, document, target, observed"
+"""The columns of a stored Job, in the order of ``StoredJob``'s fields."""
+
+
+def job_upsert(placeholder: str) -> str:
+    """Insert or replace a Job, unless the stored row is newer or has counted more restarts
+    (a row never goes back); ``placeholder`` is the driver's parameter mark."""
+    values = ", ".join([placeholder] * len(JOB_COLUMNS.split(", ")))
+    return f"""
+    INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({values})
+    ON CONFLICT (job_id) DO UPDATE SET
+        namespace = excluded.namespace,
+        state = excluded.state,
+        resource_version = excluded.resource_version,
+        document = excluded.document,
+        target = excluded.target,
+        observed = excluded.observed
+    WHERE excluded.resource_version >= jobs.resource_version
+        AND excluded.observed >= jobs.observed
+"""

@@ -40,20 +40,7 @@ IDLE_CONNECTIONS: Final = 4
 _MIGRATION_LOCK: Final = 0x464C4B50_00000001
 _CLAIM_LOCK: Final = 0x464C4B50_00000002
 
-_COLUMNS: Final = "job_id, namespace, state, resource_version, document, target, observed"
-
-_UPSERT: Final = f"""
-    INSERT INTO jobs ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (job_id) DO UPDATE SET
-        namespace = excluded.namespace,
-        state = excluded.state,
-        resource_version = excluded.resource_version,
-        document = excluded.document,
-        target = excluded.target,
-        observed = excluded.observed
-    WHERE excluded.resource_version >= jobs.resource_version
-        AND excluded.observed >= jobs.observed
-"""
+_UPSERT: Final = migrations.job_upsert("%s")
 
 _RELEASED: Final = "'-infinity'::timestamptz"
 """The expiry of a released lease: free at once on every clock, and told apart from expired."""
@@ -178,7 +165,7 @@ class PostgresStore:
         return cls(url, instance, connections)
 
     def load(self, targets: Collection[str] | None = None) -> list[StoredJob]:
-        query = f"SELECT {_COLUMNS} FROM jobs"
+        query = f"SELECT {migrations.JOB_COLUMNS} FROM jobs"
         parameters: tuple[object, ...] = ()
         if targets is not None:
             query += " WHERE target = ANY(%s)"

@@ -36,21 +36,7 @@ from probe._store.leases import LocalLeases
 # "database is locked".
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 
-_COLUMNS: Final = "job_id, namespace, state, resource_version, document, target, observed"
-
-_UPSERT: Final = f"""
-    INSERT INTO jobs ({_COLUMNS})
-    VALUES (?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (job_id) DO UPDATE SET
-        namespace = excluded.namespace,
-        state = excluded.state,
-        resource_version = excluded.resource_version,
-        document = excluded.document,
-        target = excluded.target,
-        observed = excluded.observed
-    WHERE excluded.resource_version >= jobs.resource_version
-        AND excluded.observed >= jobs.observed
-"""
+_UPSERT: Final = migrations.job_upsert("?")
 
 
 def _sqlite_reason(exc: sqlite3.Error) -> str:
@@ -94,7 +80,7 @@ class SQLiteStore:
         return cls(path, connection, lock_fd)
 
     def load(self, targets: Collection[str] | None = None) -> list[StoredJob]:
-        query = f"SELECT {_COLUMNS} FROM jobs"
+        query = f"SELECT {migrations.JOB_COLUMNS} FROM jobs"
         parameters: tuple[str, ...] = ()
         if targets is not None:
             query += " WHERE target IN (SELECT value FROM json_each(?))"
