@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from postgres_cluster import Database, PostgresCluster, session_cluster
 
 from probe.testing import FakeCluster, FakeFlinkServer
+
+if TYPE_CHECKING:
+    from probe._store.postgres import PostgresStore
 
 
 @pytest.fixture
@@ -37,3 +41,23 @@ def postgres_database(postgres_cluster: PostgresCluster) -> Iterator[Database]:
     database = postgres_cluster.create_database()
     yield database
     postgres_cluster.drop_database(database.name)
+
+
+@pytest.fixture
+def open_pg(postgres_database: Database) -> Iterator[Callable[[str], PostgresStore]]:
+    """Opens stores on the test's database as named instances; closes them afterwards."""
+    # Imported here: only a PostgreSQL test loads psycopg, as only a daemon on PostgreSQL does.
+    from probe._store.postgres import PostgresStore
+
+    opened: list[PostgresStore] = []
+
+    def open_as(instance: str) -> PostgresStore:
+        store = PostgresStore.open(
+            postgres_database.url, instance=instance, password=postgres_database.password
+        )
+        opened.append(store)
+        return store
+
+    yield open_as
+    for store in opened:
+        store.close()

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import gc
+import math
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -32,14 +35,18 @@ from probe._config import Config, ConfigError, TargetConfig, load_config
 from probe._config.models import ProbeConfig
 from probe._core.fold import FoldSettings
 from probe._core.model import from_epoch
-from probe._core.restarts import Lags
+from probe._core.record import JobRecord
+from probe._core.restarts import Lags, widen
 from probe._flink.client import FlinkClient
 from probe._runtime.book import JobBook
+from probe._runtime.catalog import JobCatalog
 from probe._runtime.instruments import DaemonMetrics
+from probe._runtime.ownership import LeaseChanges, Ownership
 from probe._runtime.prober import Prober, TargetLags
 from probe._runtime.scheduler import Scheduler, Target
 from probe._runtime.sources import declare_static_jobs
-from probe._store import Store, open_store
+from probe._store import Lease, Store, StoreError, open_store
+from probe._store.base import default_instance
 from probe._version import __version__
 from probe._web.metrics import JobSeriesRenderer, StateCollector
 from probe._web.server import UNAUTHENTICATED_PATHS, Api, Liveness
@@ -76,11 +83,20 @@ class Daemon:
         """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
         self.notifier = Notifier.from_environ()
         """systemd's notification socket (Type=notify; does nothing when not under systemd)."""
+        self._instance = config.state.instance or default_instance()
+        """This daemon's name in leases and logs."""
+        self._store: Store
+        self._ownership: Ownership
+        """The store and this daemon's leases in it: set by `run`."""
 
     async def run(self) -> int:
         """Run until asked to stop. Raises StoreError (exit 1) if the state cannot be opened."""
-        config = self.config
-        store = await anyio.to_thread.run_sync(open_store, config.state.path)
+        state = self.config.state
+        store = await anyio.to_thread.run_sync(
+            functools.partial(
+                open_store, state.location, password=state.password, instance=self._instance
+            )
+        )
         try:
             with _garbage_collector_tuned():
                 return await self._run_with_store(store)
@@ -89,20 +105,35 @@ class Daemon:
 
     async def _run_with_store(self, store: Store) -> int:
         config = self.config
-        book = await anyio.to_thread.run_sync(JobBook.load, store)
-        book.put(declare_static_jobs(config.jobs, book.get, from_epoch(self.clock())))
+        state = config.state
+        if state.shared:
+            assert state.lease_ttl is not None, "Config sets it"
+            # The book starts empty: it takes a target's Jobs from the store with its lease.
+            ownership = Ownership(
+                store, state.lease_ttl, min(state.max_clock_skew, state.lease_ttl / 3)
+            )
+            book = JobBook(store, fencing=ownership)
+        else:
+            # The single owner of the file holds every lease for good, and has every Job.
+            ownership = Ownership(store, math.inf)
+            book = await anyio.to_thread.run_sync(JobBook.load, store)
+        self._store, self._ownership = store, ownership
+        await self._adopt(book, (await ownership.claim(self._wanted())).acquired)
         await book.commit()
+        shared = {"instance": self._instance, "held": sorted(ownership.held)}
         log.info(
             "state loaded",
-            path=str(config.state.path),
+            # The URL carries no password: the configuration refuses one there.
+            path=str(state.location),
             jobs=len(book.exposed),
             probing=sum(1 for r in book.working() if r.probing),
+            **(shared if state.shared else {}),
         )
 
         registry = CollectorRegistry(auto_describe=True)
         metrics = DaemonMetrics(registry)
         async with self._client_sessions(config.probe):
-            targets = [self._target(t) for t in config.targets]
+            targets = [self._target(t) for t in config.targets if ownership.holds(t.name)]
             scheduler = Scheduler(
                 book,
                 targets,
@@ -111,16 +142,23 @@ class Daemon:
                 declared=[job.id for job in config.jobs],
                 clock=self.clock,
             )
-            registry.register(StateCollector(book, lambda: scheduler.health))
+            registry.register(
+                StateCollector(book, lambda: scheduler.health, ownership, self._wanted)
+            )
             job_series = JobSeriesRenderer(book, config.probe.metrics_retention, self.clock)
             liveness = Liveness(
                 # Without targets no probe loop runs, so none can stall.
                 heartbeat=lambda: scheduler.heartbeat if scheduler.targets else time.monotonic(),
                 stale_after=lambda: STALE_INTERVALS * self.config.probe.interval,
                 targets_probed=lambda: scheduler.all_probed,
+                leases_settled=lambda: ownership.settled and ownership.reachable,
+                lease_error=lambda: ownership.error,
             )
             web_security = config.server.web_security  # server.web_config: TLS, basic auth
-            api = Api(book, registry, liveness, job_series)
+            catalog = JobCatalog(
+                book, store if state.shared else None, lambda: self.config.probe.interval
+            )
+            api = Api(book, registry, liveness, job_series, catalog)
             app = api.app(web_security.middlewares(UNAUTHENTICATED_PATHS))
             runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()
@@ -153,6 +191,13 @@ class Daemon:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(book.run_committer, name="committer")
+                tg.start_soon(
+                    self._ownership.run,
+                    self._wanted,
+                    functools.partial(self._apply_leases, book, scheduler, api.catalog),
+                    self._claim_period,
+                    name="leases",
+                )
                 tg.start_soon(self._reloader, book, scheduler, api, name="reloader")
                 tg.start_soon(self._report_status, book, scheduler, name="status")
                 tg.start_soon(
@@ -179,6 +224,8 @@ class Daemon:
             # leaving.
             with anyio.CancelScope(shield=True):
                 await book.commit(touched=True)
+                # Only now: a successor takes over at its next claim, from what was committed.
+                await self._ownership.release()
         finally:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -232,14 +279,72 @@ class Daemon:
         if {"probe.concurrency", "probe.per_target_concurrency"} & set(changed):
             # A connection pool's limits are fixed: the targets restart on a new one.
             retired, self._session = self._session, _client_session(new.probe)
-        book.put(declare_static_jobs(new.jobs, book.get, from_epoch(self.clock())))
+        ownership = self._ownership
+        held = [job for job in new.jobs if ownership.holds(job.target)]
+        book.put(declare_static_jobs(held, book.get, from_epoch(self.clock())))
         scheduler.reconfigure(
-            [self._target(t) for t in new.targets], new.probe.interval, [j.id for j in new.jobs]
+            [self._target(t) for t in new.targets if ownership.holds(t.name)],
+            new.probe.interval,
+            [j.id for j in new.jobs],
         )
+        ownership.request_claim()  # new targets are taken, removed ones given back
         if retired is not None:
             await retired.close()  # after reconfigure cancelled the rounds that used it
         log.info("configuration reloaded", targets=[t.name for t in new.targets])
         return True
+
+    def _wanted(self) -> list[str]:
+        """The targets this daemon asks leases of: the configured ones."""
+        return [target.name for target in self.config.targets]
+
+    def _claim_period(self) -> float:
+        """Every round, and often enough that two claims in a row may fail."""
+        return min(self.config.probe.interval, self._ownership.ttl / 3)
+
+    async def _apply_leases(
+        self, book: JobBook, scheduler: Scheduler, catalog: JobCatalog, changes: LeaseChanges
+    ) -> None:
+        """Stop the targets whose lease is lost, then load and start the newly held ones."""
+        for name in sorted(changes.lost):
+            scheduler.stop_target(name)
+            if self.config.state.shared:
+                catalog.keep(book.drop_targets([name]))
+        configured = {target.name: target for target in self.config.targets}
+        acquired = [lease for lease in changes.acquired if lease.target in configured]
+        for name in await self._adopt(book, acquired):
+            scheduler.start_target(self._target(configured[name]))
+
+    async def _adopt(self, book: JobBook, leases: Collection[Lease]) -> list[str]:
+        """Take newly held targets into the book: their stored Jobs (on a shared store; the
+        single owner's book has them all), then their declared Jobs not stored yet. Returns
+        the targets taken; one whose Jobs cannot be loaded is given up until the next claim."""
+        names = [lease.target for lease in leases]
+        if not names:
+            return []
+        state = self.config.state
+        if state.shared:
+            try:
+                rows = await anyio.to_thread.run_sync(self._store.load, names)
+                records = [JobRecord.from_document(row.document) for row in rows]
+            except (StoreError, ValueError, KeyError, TypeError) as exc:
+                error = str(exc) if isinstance(exc, StoreError) else exc.__class__.__name__
+                log.error(
+                    "loading the Jobs of newly held targets failed", targets=names, error=error
+                )
+                self._ownership.forget(names)
+                return []
+            # Another daemon's clock stamped these times: take them as if it were off by the
+            # most it may be (docs/design.md, "Takeover").
+            book.adopt(
+                names,
+                (
+                    dataclasses.replace(r, ledger=widen(r.ledger, state.max_clock_skew))
+                    for r in records
+                ),
+            )
+        declared = [job for job in self.config.jobs if job.target in names]
+        book.put(declare_static_jobs(declared, book.get, from_epoch(self.clock())))
+        return names
 
     @contextlib.asynccontextmanager
     async def _client_sessions(self, probe: ProbeConfig) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from probe._config.documents import load_json, read_mapping
 from probe._config.errors import ConfigError, Loc, describe, error_lines
-from probe._config.models import Config, StateConfig
+from probe._config.models import Config
 
 __all__ = ["CONFIG_FILE_ENV", "ENV_PREFIX", "SIDECAR_TARGET", "load_config"]
 
@@ -59,8 +59,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             errors += error_lines(error, overrides)
     if errors or config is None:
         raise ConfigError(errors)
+    if config.state.path is None:
+        return config
     state_path = _resolve_state_path(config.state.path, environ)
-    return config.model_copy(update={"state": StateConfig(path=state_path)})
+    return config.model_copy(update={"state": config.state.model_copy(update={"path": state_path})})
 
 
 def _apply_environment(

@@ -211,10 +211,97 @@ class ProbeConfig(_Section):
         return self
 
 
+DEFAULT_STATE_PATH: Final = Path("flink-probe.db")
+LEASE_TTL_INTERVALS: Final = 3
+"""`state.lease_ttl` defaults to this many probe intervals: two renewals may fail in a row."""
+MIN_LEASE_TTL_INTERVALS: Final = 2
+"""A lease must outlive the round that renews it, with one interval to spare."""
+SQLITE_SCHEME: Final = "sqlite"
+POSTGRESQL_SCHEMES: Final = ("postgresql", "postgres")
+
+
+def _check_state_url(url: str) -> str:
+    """A ``sqlite:///path`` or a ``postgresql://`` URL without a password in it."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == SQLITE_SCHEME:
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            raise ValueError(f"write a SQLite file as sqlite:///absolute/path, got {url!r}")
+        return url
+    if scheme not in POSTGRESQL_SCHEMES:
+        raise ValueError(
+            f"must be sqlite:///path or postgresql://user@host:port/dbname, got {redact_url(url)!r}"
+        )
+    query_keys = {item.partition("=")[0].strip().lower() for item in parts.query.split("&")}
+    if parts.password is not None or "password" in query_keys:
+        # The URL is not quoted back: it holds the secret.
+        raise ValueError(
+            "put the password in state.password_file or state.password_env, not in the URL"
+        )
+    return url
+
+
 class StateConfig(_Section):
-    path: FilePath = Path("flink-probe.db")
-    """SQLite file. `load_config` makes a relative path absolute: inside ``$STATE_DIRECTORY``
-    when systemd sets it, else in the working directory."""
+    """Where the Jobs are stored: a SQLite file (one daemon) or PostgreSQL (replicas, sidecars)."""
+
+    path: FilePath | None = None
+    """SQLite file (default ``flink-probe.db`` unless `url` is set). `load_config` makes a
+    relative path absolute: inside ``$STATE_DIRECTORY`` when systemd sets it, else in the
+    working directory."""
+    url: Annotated[str, AfterValidator(_check_state_url)] | None = None
+    """``sqlite:///path``, or ``postgresql://user@host:port/dbname`` (TLS by the URL's
+    ``sslmode``/``sslrootcert``): the store shared by replicas and sidecars."""
+    password_file: FilePath | None = None
+    """A file holding the PostgreSQL password (else libpq's ``PGPASSFILE``)."""
+    password_env: EnvName | None = None
+    """An environment variable holding the PostgreSQL password."""
+    instance: Name | None = None
+    """This daemon's name in leases and logs; None: host name and process id."""
+    lease_ttl: PositiveDuration | None = None
+    """How long a claimed lease lasts; `Config` sets it to 3 x ``probe.interval`` when omitted,
+    and it must be at least 2 intervals."""
+    max_clock_skew: Duration = DEFAULT_MAX_CLOCK_SKEW
+    """How far the clocks of the daemons sharing a store may be apart: a takeover widens the
+    restart rule's windows by it, and a lease is given up this much before it expires."""
+    _password: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_password(cls, data: object) -> object:
+        _refuse_inline_secret(cls, data, "password")
+        return data
+
+    @model_validator(mode="after")
+    def _check_location(self, info: ValidationInfo) -> StateConfig:
+        if self.path is not None and self.url is not None:
+            message = "set one of path and url, not both"
+            raise located_error(self, [(("url",), message, None)])
+        if self.path is None and self.url is None:
+            object.__setattr__(self, "path", DEFAULT_STATE_PATH)  # frozen; still being built
+        if not self.shared:
+            for key in ("password_file", "password_env"):
+                if getattr(self, key) is not None:
+                    message = "only a postgresql:// url takes a password (SQLite has none)"
+                    raise located_error(self, [((key,), message, None)])
+        self._password = _read_secret(self, "password", info, required=False)
+        return self
+
+    @property
+    def shared(self) -> bool:
+        """Whether the store is PostgreSQL, shared with other daemons (SQLite has one owner)."""
+        return self.url is not None and urlsplit(self.url).scheme.lower() in POSTGRESQL_SCHEMES
+
+    @property
+    def location(self) -> Path | str:
+        """What `open_store` opens: the SQLite path, or the URL."""
+        location = self.url if self.url is not None else self.path
+        assert location is not None, "set by validation"
+        return location
+
+    @property
+    def password(self) -> str | None:
+        """The PostgreSQL password from `password_file` or `password_env`, if either is set."""
+        return self._password
 
 
 class LoggingConfig(_Section):
@@ -443,6 +530,7 @@ class Config(_Section):
                 message = f"duplicate job id {job.id!r} (also jobs[{job_index[job.id]}])"
                 problems.append((("jobs", index, "id"), message, job.id))
             job_index.setdefault(job.id, index)
+        problems += self._lease_ttl_problems()
         if problems:
             raise located_error(self, problems)
         metrics_max_age = self.probe.interval + METRICS_MAX_AGE_MARGIN
@@ -454,4 +542,17 @@ class Config(_Section):
         ]
         # The model is frozen; this runs once, while it is being built.
         object.__setattr__(self, "targets", resolved)
+        if self.state.lease_ttl is None:
+            ttl = LEASE_TTL_INTERVALS * self.probe.interval
+            object.__setattr__(self, "state", self.state.model_copy(update={"lease_ttl": ttl}))
         return self
+
+    def _lease_ttl_problems(self) -> list[Problem]:
+        ttl, interval = self.state.lease_ttl, self.probe.interval
+        if ttl is None or ttl >= MIN_LEASE_TTL_INTERVALS * interval:
+            return []
+        message = (
+            f"must be at least {MIN_LEASE_TTL_INTERVALS} x probe.interval"
+            f" ({format_duration(ttl)} < {format_duration(MIN_LEASE_TTL_INTERVALS * interval)})"
+        )
+        return [(("state", "lease_ttl"), message, ttl)]

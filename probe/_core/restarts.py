@@ -122,6 +122,31 @@ class Lags:
         return 3 * self.metrics_max_age
 
 
+def widen(ledger: RestartLedger, skew: float) -> RestartLedger:
+    """The ledger for a daemon whose clock may be up to ``skew`` seconds off the clock that
+    stamped its times (a takeover of the Job by another daemon sharing the store).
+
+    Each time moves by ``skew`` in the direction that makes every test of the rule stricter:
+    the epoch first seen later and known current until earlier, the terminal sighting later,
+    and each pending raw read later with a snapshot up to ``skew`` older. A decision the rule
+    then takes holds on the new clock whatever the true offset (docs/design.md, "Takeover").
+    """
+    if ledger.settled or skew == 0:
+        return ledger
+    return RestartLedger(
+        ledger.epoch,
+        None if ledger.epoch_first_seen is None else ledger.epoch_first_seen + skew,
+        None if ledger.epoch_current_until is None else ledger.epoch_current_until - skew,
+        ledger.credit,
+        ledger.sealed,
+        ledger.process_restarts,
+        tuple(PendingRaw(p.seen_at + skew, p.value, p.max_age + 2 * skew) for p in ledger.pending),
+        ledger.observed,
+        None if ledger.terminal_seen_at is None else ledger.terminal_seen_at + skew,
+        ledger.settled,
+    )
+
+
 # Raws wait in `pending` only while their epoch is not seen again; if the overview stays away
 # for long they would pile up. Dropping the oldest loses at most a credit: still a lower bound.
 MAX_PENDING = 64

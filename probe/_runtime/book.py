@@ -16,14 +16,15 @@ unstored change pending stays unexposed with it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 
 from probe._cogs.logs import get_logger
 from probe._core.record import JobRecord
-from probe._store import Store, StoredJob, StoreError
+from probe._store import FencedOut, Store, StoredJob, StoreError
 
 log = get_logger("flink_probe.store")
 
@@ -41,9 +42,29 @@ class StoreHealth:
     jobs_written: int = 0
 
 
+class Fencing(Protocol):
+    """The leases a book writes under, on a store shared with other daemons."""
+
+    def fences(self) -> Mapping[str, int]:
+        """The current token of every target this daemon holds."""
+        ...
+
+    def fenced_out(self, targets: Collection[str]) -> None:
+        """The store refused a write under these targets' tokens: another daemon holds them."""
+        ...
+
+
 class JobBook:
-    def __init__(self, store: Store, records: Iterable[JobRecord] = ()) -> None:
+    def __init__(
+        self, store: Store, records: Iterable[JobRecord] = (), fencing: Fencing | None = None
+    ) -> None:
+        """``fencing``: write only the Jobs of held targets, each under its lease's token
+        (None: every Job, unfenced; the store has one owner)."""
         self._store = store
+        self._fencing = fencing
+        self._generation: dict[str, int] = {}
+        """target -> how often its records were dropped: a batch written meanwhile is not
+        exposed for it."""
         self._working: dict[str, JobRecord] = {}
         # target -> ids of its Jobs that are still probed (insertion-ordered set).
         self._probing: dict[str, dict[str, None]] = {}
@@ -131,6 +152,34 @@ class JobBook:
             ids.append(job_id)
         return ids
 
+    def drop_targets(self, targets: Collection[str]) -> list[JobRecord]:
+        """Forget the Jobs of ``targets`` (their lease is lost); their exposed records, which
+        are committed, are returned."""
+        targets = set(targets)
+        for target in targets:
+            self._generation[target] = self._generation.get(target, 0) + 1
+            self._probing.pop(target, None)
+        gone = [job_id for job_id, record in self._working.items() if record.job.target in targets]
+        exposed = []
+        for job_id in gone:
+            del self._working[job_id]
+            record = self._exposed.pop(job_id, None)
+            if record is not None:
+                exposed.append(record)
+            self._stored_probe_at.pop(job_id, None)
+        self._dirty.difference_update(gone)
+        self._touched.difference_update(gone)
+        return exposed
+
+    def adopt(self, targets: Collection[str], records: Iterable[JobRecord]) -> None:
+        """Take the stored Jobs of ``targets`` (their lease is newly held) in place of any kept."""
+        self.drop_targets(targets)
+        ids = self._index(records)
+        for job_id in ids:
+            record = self._working[job_id]
+            self._exposed[job_id] = record
+            self._stored_probe_at[job_id] = record.last_probe_at
+
     @property
     def pending(self) -> int:
         return len(self._dirty)
@@ -145,14 +194,17 @@ class JobBook:
                 return True
             batch = {job_id: self._working[job_id] for job_id in self._dirty}
             self._dirty.clear()
-            rows = [_row(r) for r in batch.values()]
+            generations = {
+                r.job.target: self._generation.get(r.job.target, 0) for r in batch.values()
+            }
             started = time.monotonic()
             self._writing = set(batch)
             try:
-                await anyio.to_thread.run_sync(self._store.write_batch, rows)
+                batch = await self._write(batch)
             except StoreError as exc:
-                # Keep the batch: later records of the same Jobs supersede it, the rest retry.
-                self._dirty.update(batch)
+                # Keep the batch: later records of the same Jobs supersede it, the rest retry
+                # (but for the Jobs of a target dropped meanwhile).
+                self._dirty.update(job_id for job_id in batch if job_id in self._working)
                 self.health.failures += 1
                 if self.health.ok:
                     log.error("store write failed; retrying, values stay unexposed", error=str(exc))
@@ -161,7 +213,13 @@ class JobBook:
             finally:
                 self._writing = set()
             if not self.health.ok:
-                log.info("store writes resumed", jobs=len(rows))
+                log.info("store writes resumed", jobs=len(batch))
+            # Records of a target dropped while the batch was written are not shown again.
+            batch = {
+                job_id: record
+                for job_id, record in batch.items()
+                if self._generation.get(record.job.target, 0) == generations[record.job.target]
+            }
             self._exposed.update(batch)
             self._touched.difference_update(batch)
             for job_id, record in batch.items():
@@ -169,9 +227,34 @@ class JobBook:
             self.health.ok, self.health.error = True, None
             self.health.last_commit_at = time.time()
             self.health.commits += 1
-            self.health.jobs_written += len(rows)
-            log.debug("committed", jobs=len(rows), seconds=round(time.monotonic() - started, 4))
+            self.health.jobs_written += len(batch)
+            log.debug("committed", jobs=len(batch), seconds=round(time.monotonic() - started, 4))
             return True
+
+    async def _write(self, batch: dict[str, JobRecord]) -> dict[str, JobRecord]:
+        """Write ``batch`` in one transaction; what of it was written. Under fencing, only the
+        held targets' Jobs are, and a target fenced out is dropped and the rest written again."""
+        if self._fencing is None:
+            await anyio.to_thread.run_sync(
+                self._store.write_batch, [_row(r) for r in batch.values()]
+            )
+            return batch
+        while True:
+            fences = dict(self._fencing.fences())
+            batch = {job_id: r for job_id, r in batch.items() if r.job.target in fences}
+            if not batch:
+                return batch
+            rows = [_row(r) for r in batch.values()]
+            try:
+                await anyio.to_thread.run_sync(self._store.write_batch, rows, fences)
+            except FencedOut as exc:
+                log.warning(
+                    "another instance holds these targets now; dropping them",
+                    targets=sorted(exc.targets),
+                )
+                self._fencing.fenced_out(exc.targets)
+                continue
+            return batch
 
     async def run_committer(self, retry_after: float = 1.0) -> None:
         """Commit whenever something is dirty; back off while the store fails."""

@@ -139,6 +139,21 @@ class Scheduler:
                 self._start(target)
                 log.info("target started", target=name)
 
+    def start_target(self, target: Target) -> None:
+        """Run ``target``'s loop (its lease is newly held), replacing one running by its name."""
+        self.stop_target(target.name)
+        self.targets[target.name] = target
+        if self._task_group is not None:  # else run() starts it with the others
+            self._start(target)
+        log.info("target started", target=target.name)
+
+    def stop_target(self, name: str) -> None:
+        """Stop a target's loop (its lease is lost); a round in flight is cancelled."""
+        running = self.targets.pop(name, None)
+        if running is not None:
+            running.scope.cancel()
+            log.info("target stopped", target=name)
+
     def _start(self, target: Target) -> None:
         assert self._task_group is not None, "targets start once run() is running"
         self._task_group.start_soon(self._run_loop, target, name=f"probe-loop:{target.name}")

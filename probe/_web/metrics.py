@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from probe._core.model import FlinkJobStatus, JobState
 from probe._core.record import JobRecord
 from probe._runtime.book import JobBook
+from probe._runtime.ownership import Ownership
 from probe._runtime.scheduler import TargetHealth
 
 CACHE_NOTE = "Cached by the probe loop, not fetched at scrape time."
@@ -30,9 +31,19 @@ class StateCollector(Collector):
     ``JobSeriesRenderer`` instead, from each Job's label set kept as text.
     """
 
-    def __init__(self, book: JobBook, targets: Callable[[], Mapping[str, TargetHealth]]) -> None:
+    def __init__(
+        self,
+        book: JobBook,
+        targets: Callable[[], Mapping[str, TargetHealth]],
+        ownership: Ownership | None = None,
+        wanted: Callable[[], Iterable[str]] = tuple,
+    ) -> None:
+        """``ownership``: the leases, for the lease families (None: the store up alone from
+        its writes); ``wanted``: the configured targets, each with a lease series."""
         self._book = book
         self._targets = targets
+        self._ownership = ownership
+        self._wanted = wanted
 
     def collect(self) -> Iterable[Metric]:
         by_state = dict.fromkeys(JobState, 0)
@@ -55,10 +66,12 @@ class StateCollector(Collector):
         yield up
 
         store = self._book.health
+        ownership = self._ownership
+        reachable = ownership is None or ownership.reachable
         yield GaugeMetricFamily(
             "flink_probe_store_up",
-            "1 if the last write to the state store succeeded.",
-            value=1.0 if store.ok else 0.0,
+            "1 if the last write to the state store and the last lease claim succeeded.",
+            value=1.0 if store.ok and reachable else 0.0,
         )
         yield CounterMetricFamily(
             "flink_probe_store_commits",
@@ -70,6 +83,25 @@ class StateCollector(Collector):
             "Batches the state store refused (kept in memory and retried).",
             value=store.failures,
         )
+        if ownership is not None:
+            yield from _lease_families(ownership, self._wanted())
+
+
+def _lease_families(ownership: Ownership, wanted: Iterable[str]) -> Iterator[Metric]:
+    held = ownership.held
+    lease = GaugeMetricFamily(
+        "flink_probe_target_lease",
+        "1 if this daemon holds the target's lease: it probes the target and exports its Jobs.",
+        labels=["target"],
+    )
+    for name in sorted(set(wanted) | held):
+        lease.add_metric([name], 1.0 if name in held else 0.0)
+    yield lease
+    yield CounterMetricFamily(
+        "flink_probe_lease_takeovers",
+        "Leases this daemon took over from another instance (expired, or released).",
+        value=ownership.takeovers,
+    )
 
 
 @dataclass(frozen=True, slots=True)

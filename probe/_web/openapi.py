@@ -116,11 +116,17 @@ def _health_schemas() -> dict[str, Any]:
                             "description": "every target was probed once, answered or not",
                         },
                         "storeWritable": {"type": "boolean"},
+                        "leasesSettled": {
+                            "type": "boolean",
+                            "description": "the last lease claim answered: this daemon knows"
+                            " which targets it holds",
+                        },
                     },
                 },
                 "storeError": {
                     "type": "string",
-                    "description": "why the last write to the state store failed",
+                    "description": "why the last write to the state store, or the last lease"
+                    " claim, failed",
                 },
             },
         },

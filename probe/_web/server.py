@@ -23,6 +23,7 @@ from prometheus_client.exposition import choose_encoder
 
 from probe._core.model import InvalidJobId, canonical_job_id
 from probe._runtime.book import JobBook
+from probe._runtime.catalog import JobCatalog
 from probe._version import __version__
 from probe._web.metrics import JobSeriesRenderer
 from probe._web.openapi import OPENAPI_PATH, openapi_json
@@ -44,6 +45,10 @@ class Liveness:
     """Seconds of silence after which the loop counts as stalled; asked at every check, so it
     follows a reload that changes the interval."""
     targets_probed: Callable[[], bool]
+    leases_settled: Callable[[], bool] = lambda: True
+    """This daemon knows which targets it holds: its last lease claim answered."""
+    lease_error: Callable[[], str | None] = lambda: None
+    """Why lease claims fail, while they do."""
 
     def silence(self) -> float:
         """Seconds since the probe loop's last sign of life."""
@@ -84,10 +89,13 @@ class Api:
         registry: CollectorRegistry,
         liveness: Liveness,
         job_series: JobSeriesRenderer,
+        catalog: JobCatalog | None = None,
     ) -> None:
+        """``catalog``: the Jobs the API serves (default: the book's)."""
         self.job_series = job_series
         """Replaced by the daemon when a reload changes ``probe.metrics_retention``."""
         self.book = book
+        self.catalog = catalog or JobCatalog(book)
         self.registry = registry
         self.liveness = liveness
 
@@ -161,19 +169,22 @@ class Api:
         checks = {
             "targetsProbed": self.liveness.targets_probed(),
             "storeWritable": self.book.health.ok,
+            "leasesSettled": self.liveness.leases_settled(),
         }
         ready = all(checks.values())
         failing = {name: passed for name, passed in checks.items() if not passed}
         body: dict[str, Any] = {"ready": ready, "checks": checks if ready else failing}
-        if self.book.health.error:
-            body["storeError"] = self.book.health.error
+        store_error = self.book.health.error or self.liveness.lease_error()
+        if store_error:
+            body["storeError"] = store_error
         return json_response(200 if ready else 503, body)
 
     async def list_jobs(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
+        records = await self.catalog.records()
         items = [
             record.shown_job.to_wire()
-            for record in list(self.book.exposed.values())
+            for record in list(records.values())
             if record.job.metadata.namespace == namespace
         ]
         items.sort(key=lambda job: (job["metadata"]["createdAt"], job["metadata"]["id"]))
@@ -186,7 +197,7 @@ class Api:
             job_id = canonical_job_id(raw_id)
         except InvalidJobId:
             return error(404, f"job {raw_id!r} not found in namespace {namespace!r}")
-        record = self.book.exposed.get(job_id)
+        record = await self.catalog.get(job_id)
         if record is None or record.job.metadata.namespace != namespace:
             return error(404, f"job {job_id} not found in namespace {namespace!r}")
         return json_response(200, record.shown_job.to_wire())

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -36,53 +35,18 @@ from daemon_harness import (
     wait_until_sync,
     write_config,
 )
+from tools import TOOL_TIMEOUT, flink_probe_executable, missing, promtool, run, tool
 
 from probe._config import ConfigError, load_config
 from probe.testing import FakeCluster, FakeFlinkServer, demo_cluster, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "config" / "systemd" / "flink-probe.service"
+DROP_IN = UNIT.with_name(f"{UNIT.name}.d") / "postgresql.conf"
 DOCKERFILE = REPO / "Dockerfile"
 KUBERNETES = REPO / "config" / "kubernetes"
 PROMETHEUS = REPO / "config" / "prometheus"
 DASHBOARD = REPO / "config" / "grafana" / "flink-probe.json"
-IN_CI = os.environ.get("CI") == "true"
-TOOL_TIMEOUT = 60.0
-
-
-def missing(what: str, install: str) -> None:
-    """Skip locally; fail in CI, where every tool must have been installed."""
-    message = f"{what} is not available ({install})"
-    if IN_CI:
-        pytest.fail(f"prerequisite missing in CI: {message}", pytrace=False)
-    pytest.skip(message)
-
-
-def tool(name: str, install: str) -> str:
-    """The path of an executable, from PATH or next to this interpreter (the venv)."""
-    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if found is None:
-        missing(name, install)
-        raise AssertionError("unreachable")  # missing() always raises
-    return found
-
-
-def run(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=TOOL_TIMEOUT, cwd=cwd, check=False
-    )
-
-
-def promtool() -> str:
-    return tool("promtool", "apt-get install prometheus")
-
-
-def flink_probe_executable() -> Path:
-    found = shutil.which("flink-probe", path=str(Path(sys.executable).parent))
-    assert found, "flink-probe is not installed in this environment (pip install -e .)"
-    return Path(found)
-
-
 # -- systemd ------------------------------------------------------------------------------
 
 
@@ -114,6 +78,35 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines() if UNIT.name in line]
     assert result.returncode == 0, result.stdout + result.stderr
     assert problems == []
+
+
+def test_systemd_postgresql_drop_in_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    analyze = tool("systemd-analyze", "apt-get install systemd")
+    # verify reads the drop-ins of the unit's directory: copy both, as in the test above.
+    text = UNIT.read_text(encoding="utf-8")
+    copy = tmp_path / UNIT.name
+    copy.write_text(
+        text.replace(
+            "\nExecStart=/usr/local/bin/flink-probe ", f"\nExecStart={flink_probe_executable()} "
+        ),
+        encoding="utf-8",
+    )
+    (tmp_path / DROP_IN.parent.name).mkdir()
+    (tmp_path / DROP_IN.parent.name / DROP_IN.name).write_text(
+        DROP_IN.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    result = run(analyze, "verify", "--man=no", str(copy))
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert [line for line in output.splitlines() if DROP_IN.name in line or UNIT.name in line] == []
+
+    settings = unit_settings(DROP_IN.read_text(encoding="utf-8"))
+    # The root-only password file reaches the dynamic user through its credentials directory,
+    # the working directory a relative state.password_file is read from.
+    [credential] = settings["LoadCredential"]
+    assert credential.split(":") == ["postgres-password", "/etc/flink-probe/postgres-password"]
+    assert settings["WorkingDirectory"] == ["%d"]
+    assert settings["Environment"] == ["FLINK_PROBE_STATE__INSTANCE=%H"]
 
 
 def test_systemd_unit_is_a_hardened_notify_service() -> None:
@@ -370,8 +363,12 @@ def by_kind(documents: list[dict[str, Any]], kind: str, name: str) -> dict[str, 
 
 ALL_MANIFESTS = [
     *manifests("jobmanager-with-sidecar.yaml"),
+    *manifests("jobmanager-with-sidecar-postgresql.yaml"),
+    *manifests("replicas.yaml"),
     *manifests("servicemonitor.yaml"),
 ]
+DATABASE_SECRET = "flink-probe-database"
+"""The Secret holding the PostgreSQL password, shared by the replicas and the sidecars."""
 KUBERNETES_VERSION = "1.30"
 
 
@@ -448,6 +445,65 @@ def test_optional_configmap_holds_valid_settings() -> None:
         load_config(None, environ=configmap["data"])
     except ConfigError as error:
         pytest.fail(f"the ConfigMap's settings are refused: {error.errors}")
+
+
+def test_the_central_deployment_runs_two_replicas_a_disruption_budget_keeps_one_of(
+    tmp_path: Path,
+) -> None:
+    documents = manifests("replicas.yaml")
+    deployment = by_kind(documents, "Deployment", "flink-probe")
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    budget = by_kind(documents, "PodDisruptionBudget", "flink-probe")
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = by_kind(documents, "Service", "flink-probe-central")
+    assert service["spec"]["selector"].items() <= labels.items()
+    # servicemonitor.yaml's ServiceMonitor scrapes every replica through it.
+    monitor = by_kind(manifests("servicemonitor.yaml"), "ServiceMonitor", "flink-probe")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    assert [port["name"] for port in service["spec"]["ports"]] == ["metrics"]
+
+    [container] = pod["spec"]["containers"]
+    environ = {e["name"]: e.get("value", "") for e in container["env"]}
+    [instance] = [e for e in container["env"] if e["name"] == "FLINK_PROBE_STATE__INSTANCE"]
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["database"]["secret"]["secretName"] == DATABASE_SECRET
+    configmap = by_kind(documents, "ConfigMap", volumes["config"]["configMap"]["name"])
+    assert environ["FLINK_PROBE_CONFIG"] == f"{mounts['config']}/config.yaml"
+
+    # The file as the pods see it, the Secret's password where the volume puts it.
+    text = configmap["data"]["config.yaml"]
+    secret_file = f"{mounts['database']}/password"
+    assert secret_file in text
+    (tmp_path / "password").write_text("s3cret\n")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(text.replace(secret_file, str(tmp_path / "password")))
+    state = load_config(config_file, environ={"FLINK_PROBE_STATE__INSTANCE": "flink-probe-0"}).state
+    assert (state.shared, state.password, state.instance) == (True, "s3cret", "flink-probe-0")
+
+
+def test_the_postgresql_sidecar_names_its_cluster_and_reads_the_shared_secret() -> None:
+    documents = manifests("jobmanager-with-sidecar-postgresql.yaml")
+    pod = by_kind(documents, "Deployment", "flink-orders-jobmanager")["spec"]["template"]["spec"]
+    [sidecar] = [c for c in pod["containers"] if c["name"] == "flink-probe"]
+    [source] = sidecar["envFrom"]
+    configmap = by_kind(documents, "ConfigMap", source["configMapRef"]["name"])
+    [password] = [e for e in sidecar["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": DATABASE_SECRET, "key": "password"}
+    assert "volumeMounts" not in sidecar  # nothing of the state lives in the pod
+
+    environ = {**configmap["data"], password["name"]: "s3cret"}
+    config = load_config(None, environ=environ)
+    assert (config.state.shared, config.state.password) == (True, "s3cret")
+    [orders] = config.targets
+    assert (orders.name, orders.url, orders.discover) == ("orders", "http://127.0.0.1:8081/", True)
 
 
 def test_servicemonitor_finds_the_sidecars() -> None:

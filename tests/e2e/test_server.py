@@ -222,7 +222,10 @@ async def test_health_and_the_index_page(served: Served) -> None:
     ready = await daemon.request("/readyz")
     assert (ready.status, ready.json()) == (
         200,
-        {"ready": True, "checks": {"targetsProbed": True, "storeWritable": True}},
+        {
+            "ready": True,
+            "checks": {"targetsProbed": True, "storeWritable": True, "leasesSettled": True},
+        },
     )
 
     index = await daemon.request("/")

@@ -29,6 +29,20 @@ def starting(created: float = BASE) -> JobRecord:
     return JobRecord(job=job)
 
 
+def job_of(target: str, index: int, version: int = 1) -> JobRecord:
+    """A STARTING Job of ``target`` (its id made of ``index``), at ``resource_version``."""
+    job = new_job(
+        job_id=f"3f1da3c8-6f22-430f-9200-{index:012x}",
+        namespace="default",
+        deployment_name=f"job-{index}",
+        target=target,
+        spec={},
+        now=from_epoch(BASE),
+    )
+    metadata = job.metadata.model_copy(update={"resource_version": version})
+    return JobRecord(job.model_copy(update={"metadata": metadata}), last_probe_at=BASE)
+
+
 def found(
     at: float,
     status: FlinkJobStatus = FlinkJobStatus.RUNNING,

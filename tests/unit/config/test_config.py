@@ -21,6 +21,7 @@ from probe._config.redaction import redacted_dict
 from probe._config.units import format_byte_size, format_duration, parse_byte_size, parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
+POSTGRESQL_EXAMPLE = EXAMPLE.with_name("example-postgresql.yaml")
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
 OTHER_JOB_ID = "6b0e6a4c-2f7e-4c59-9a52-1f0e2b7d9c11"
 DURATION_HINT = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"
@@ -803,6 +804,171 @@ def test_without_state_directory_a_relative_state_path_is_in_the_working_directo
     assert config.state.path == tmp_path / "data" / "probe.db"
 
 
+# --- the shared store -----------------------------------------------------------------------
+
+
+def test_state_url_names_a_postgresql_store_with_its_password_from_a_file() -> None:
+    Path("db-password").write_text("s3cret\n")
+
+    config = load_text(
+        "probe: {interval: 2s, timeout: 1s}\n"
+        "state:\n"
+        "  url: postgresql://probe@db.example:5432/flink_probe?sslmode=verify-full\n"
+        "  password_file: db-password\n"
+        "  instance: probe-0\n"
+    )
+
+    state = config.state
+    assert state.location == "postgresql://probe@db.example:5432/flink_probe?sslmode=verify-full"
+    assert (state.path, state.shared, state.password, state.instance) == (
+        None,
+        True,
+        "s3cret",
+        "probe-0",
+    )
+    # The defaults: three intervals of lease, and a second of clock skew between daemons.
+    assert (state.lease_ttl, state.max_clock_skew) == (6.0, 1.0)
+    assert "s3cret" not in dump_effective(config)
+
+
+def test_the_state_password_may_come_from_the_environment() -> None:
+    config = load_text(
+        "state: {url: 'postgresql://probe@db/flink_probe', password_env: DB_PASSWORD}",
+        {"DB_PASSWORD": "s3cret"},
+    )
+
+    assert config.state.password == "s3cret"
+
+
+def test_without_a_password_setting_libpq_finds_one() -> None:
+    config = load_text("state: {url: 'postgres://probe@db/flink_probe'}")
+
+    assert (config.state.shared, config.state.password) == (True, None)
+
+
+def test_a_sqlite_url_is_the_sqlite_store() -> None:
+    config = load_text("state: {url: 'sqlite:///var/lib/flink-probe/state.db'}")
+
+    assert (config.state.location, config.state.shared) == (
+        "sqlite:///var/lib/flink-probe/state.db",
+        False,
+    )
+
+
+def test_lease_settings_take_durations() -> None:
+    config = load_text(
+        "probe: {interval: 2s, timeout: 1s}\nstate: {lease_ttl: 4s, max_clock_skew: 250ms}",
+        {"FLINK_PROBE_STATE__INSTANCE": "replica-a"},
+    )
+
+    assert (config.state.lease_ttl, config.state.max_clock_skew) == (4.0, 0.25)
+    assert config.state.instance == "replica-a"
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "expected"),
+    [
+        pytest.param(
+            "state: {path: probe.db, url: 'postgresql://probe@db/flink_probe'}",
+            {},
+            ["state.url: set one of path and url, not both"],
+            id="path-and-url",
+        ),
+        pytest.param(
+            "state: {path: probe.db}",
+            {"FLINK_PROBE_STATE__URL": "postgresql://probe@db/flink_probe"},
+            ["state.url: set one of path and url, not both (from FLINK_PROBE_STATE__URL)"],
+            id="url-from-the-environment-beside-a-path",
+        ),
+        pytest.param(
+            "state: {url: 'postgresql://probe:hunter2@db/flink_probe'}",
+            {},
+            [
+                "state.url: put the password in state.password_file or state.password_env,"
+                " not in the URL"
+            ],
+            id="password-in-the-url",
+        ),
+        pytest.param(
+            "state: {url: 'postgresql://probe@db/flink_probe?sslmode=require&password=hunter2'}",
+            {},
+            [
+                "state.url: put the password in state.password_file or state.password_env,"
+                " not in the URL"
+            ],
+            id="password-in-the-query",
+        ),
+        pytest.param(
+            "state: {url: 'postgresql://probe@db/flink_probe', password: hunter2}",
+            {},
+            [
+                "state.password: secrets are never written in the configuration:"
+                " use password_file or password_env"
+            ],
+            id="inline-password",
+        ),
+        pytest.param(
+            "state: {url: 'postgresql://probe@db/f', password_file: p, password_env: P}",
+            {"P": "hunter2"},
+            ["state.password_env: set one of password_file and password_env, not both"],
+            id="two-passwords",
+        ),
+        pytest.param(
+            "state: {password_env: P}",
+            {"P": "hunter2"},
+            ["state.password_env: only a postgresql:// url takes a password (SQLite has none)"],
+            id="password-with-sqlite",
+        ),
+        pytest.param(
+            "state: {url: 'sqlite:///state.db', password_file: p}",
+            {},
+            ["state.password_file: only a postgresql:// url takes a password (SQLite has none)"],
+            id="password-with-a-sqlite-url",
+        ),
+        pytest.param(
+            "state: {url: 'postgresql://probe@db/flink_probe', password_env: P}",
+            {},
+            ["state.password_env: environment variable P is not set"],
+            id="password-variable-unset",
+        ),
+        pytest.param(
+            "state: {url: 'mysql://probe@db/flink_probe'}",
+            {},
+            [
+                "state.url: must be sqlite:///path or postgresql://user@host:port/dbname,"
+                " got 'mysql://probe@db/flink_probe'"
+            ],
+            id="unknown-scheme",
+        ),
+        pytest.param(
+            "state: {url: 'sqlite://state.db'}",
+            {},
+            ["state.url: write a SQLite file as sqlite:///absolute/path, got 'sqlite://state.db'"],
+            id="relative-sqlite-url",
+        ),
+        pytest.param(
+            "probe: {interval: 10s}\nstate: {lease_ttl: 15s}",
+            {},
+            ["state.lease_ttl: must be at least 2 x probe.interval (15s < 20s)"],
+            id="lease-shorter-than-two-intervals",
+        ),
+        pytest.param(
+            "state: {instance: 'probe 0'}",
+            {},
+            ["state.instance: must match [A-Za-z0-9_.-]+, got 'probe 0'"],
+            id="instance-name",
+        ),
+    ],
+)
+def test_state_mistakes_are_one_line_naming_the_key(
+    text: str, environ: dict[str, str], expected: list[str]
+) -> None:
+    lines = error_lines(text, environ)
+
+    assert lines == expected
+    assert not any("hunter2" in line for line in lines)
+
+
 # --- the example file -----------------------------------------------------------------------
 
 
@@ -853,16 +1019,33 @@ def _missing_keys(model: type[BaseModel], shown: list[Mapping[str, Any]], where:
     return missing
 
 
-def test_the_example_file_shows_every_key() -> None:
+def test_the_postgresql_example_file_loads(tmp_path: Path) -> None:
+    (tmp_path / "postgres-password").write_text("example-password\n")
+    path = tmp_path / POSTGRESQL_EXAMPLE.name
+    path.write_text(POSTGRESQL_EXAMPLE.read_text().replace("/etc/flink-probe/", f"{tmp_path}/"))
+
+    state = load_config(path, environ={}).state
+
+    assert (state.shared, state.password, state.instance) == (
+        True,
+        "example-password",
+        "flink-probe-0",
+    )
+
+
+def test_the_example_files_show_every_key() -> None:
+    """config/example.yaml shows every key; its PostgreSQL companion the state keys of a shared
+    store (one file cannot set both state.path and state.url, nor both password sources)."""
     example = yaml.safe_load(EXAMPLE.read_text())
+    postgresql = yaml.safe_load(POSTGRESQL_EXAMPLE.read_text())
 
     missing = (
-        _missing_keys(Config, [example], "")
+        _missing_keys(Config, [example, postgresql], "")
         + _missing_keys(TargetConfig, example["targets"], "targets[].")
         + _missing_keys(JobConfig, example["jobs"], "jobs[].")
     )
 
-    assert missing == []
+    assert missing == ["state.password_env"]  # named in the comment beside password_file
 
 
 # --- the effective configuration ------------------------------------------------------------

@@ -40,7 +40,7 @@ from simulation import (
     tick_of,
 )
 
-from probe._core.restarts import Lags, PendingRaw, RestartLedger, Sighting, observe
+from probe._core.restarts import Lags, PendingRaw, RestartLedger, Sighting, observe, widen
 
 
 def json_round_trip(ledger: RestartLedger) -> RestartLedger:
@@ -392,3 +392,96 @@ def test_the_working_draft_has_the_ledgers_fields() -> None:
     from probe._core.restarts import _Draft
 
     assert [f.name for f in fields(_Draft)] == [f.name for f in fields(RestartLedger)]
+
+
+# -- a takeover by another daemon, whose clock is off -------------------------------------------
+SKEWS = st.sampled_from([TICK, 2 * TICK, 4 * TICK, 8 * TICK])
+"""The bound S on the skew between the daemons sharing a store (state.max_clock_skew)."""
+
+
+def two_holders(
+    run: Run, split: int, skew: float, offset: float, *, widened: bool = True
+) -> list[RestartLedger]:
+    """The ledger after each answer when the first daemon (on the simulation's clock) probes up
+    to ``split`` and a second, whose clock is ``offset`` ahead, takes over from the stored
+    ledger, widened by the skew bound ``skew``. The JobManagers' clock is within K of the first
+    daemon's, so within K + ``skew`` of the second's: its K. Its first read has an unknown age,
+    as after any start."""
+    before = replay(run, run.answers[:split])
+    current = json_round_trip(before[-1] if before else RestartLedger())
+    if widened:
+        current = widen(current, skew)
+    k = run.lags.max_clock_skew
+    lags = replace(run.lags, max_clock_skew=None if k is None else k + skew)
+    after = []
+    for index, answer in enumerate(run.answers[split:]):
+        if index == 0:
+            answer = replace(answer, raw_max_age=math.inf)
+        current = observe(current, answer.at + offset, run.sighting(answer), lags)
+        after.append(current)
+    return before + after
+
+
+@st.composite
+def takeovers(draw: st.DrawFn) -> tuple[Run, int, float, float]:
+    """A run, the probe after which a second daemon takes over, the skew bound, and how far
+    ahead (or behind, negative) of the first the second daemon's clock is."""
+    run = draw(runs())
+    split = draw(st.integers(0, len(run.answers)), label="taken over after probe")
+    skew = draw(SKEWS, label="skew bound")
+    ticks = round(skew / TICK)
+    offset = draw(st.integers(-ticks, ticks), label="second daemon's clock ticks ahead") * TICK
+    return run, split, skew, offset
+
+
+def failover_then_a_takeover_ahead() -> tuple[Run, int, float, float]:
+    """Three restarts, a failover seen at once, then a takeover by a daemon 2 s ahead that reads
+    the old process's count from the metric store M - 2 s later."""
+    failover = at_tick(240)
+    history = TrueHistory(
+        processes=(
+            Process(BASE, epoch_ms(BASE), ProcessStart.SUBMISSION, (BASE + 1, BASE + 2, BASE + 3)),
+            Process(failover, epoch_ms(failover), ProcessStart.FAILOVER),
+        )
+    )
+    lags = Lags(overview_max_age=0.0, metrics_max_age=20.0, max_clock_skew=None)
+    answers = [Answer(BASE + t, BASE + t, BASE + t, 20.0) for t in (10.0, 20.0, 30.0, 40.0, 50.0)]
+    answers += [
+        Answer(failover, failover, failover, 20.0),  # the new epoch seals 3; then the takeover
+        Answer(failover + 1.0, failover + 1.0, failover + 1.0, 20.0),
+        Answer(failover + 18.0, failover + 18.0, failover - 1.0, 20.0),  # the old process's 3
+        Answer(failover + 19.0, failover + 19.0, failover + 19.0, 20.0),
+    ]
+    return Run(history, 0.0, 20.0, lags, tuple(answers)), 6, 2.0, 2.0
+
+
+@budget(ci=1500, deep=30_000)
+@given(takeovers())
+@example(failover_then_a_takeover_ahead())
+def test_a_takeover_by_a_daemon_with_a_skewed_clock_keeps_the_bound(
+    takeover: tuple[Run, int, float, float],
+) -> None:
+    run, split, skew, offset = takeover
+    with described(run):
+        ledgers = two_holders(run, split, skew, offset)
+        for previous, (answer, ledger) in zip(
+            [RestartLedger(), *ledgers], zip(run.answers, ledgers, strict=True), strict=False
+        ):
+            assert previous.observed <= ledger.observed, "observed went down"
+            assert ledger.observed <= run.true_count(answer), "observed exceeds the true count"
+
+
+def test_without_widening_a_successor_ahead_credits_the_old_processs_count_again() -> None:
+    """The first daemon sees a failover's new epoch at once; the second, 2 s ahead, reads the
+    metric store's last snapshot of the old process M - 2 s later. On its own clock that read
+    cannot predate the epoch's first sighting; only the widened sighting shows that it can."""
+    run, split, skew, offset = failover_then_a_takeover_ahead()
+
+    unwidened = two_holders(run, split, skew, offset, widened=False)
+    widened = two_holders(run, split, skew, offset)
+
+    assert run.true_count(run.answers[-1]) == 4
+    # The old process's 3 credited again (7); the next fresh 0 then reads as a counter that
+    # went back within the epoch (8).
+    assert [led.observed for led in unwidened][-2:] == [7, 8]
+    assert [led.observed for led in widened] == [0, 0, 3, 3, 3, 4, 4, 4, 4]

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from jobs import JOB_ID, starting
+from jobs import JOB_ID, job_of, starting
 from simulation import BASE
 
-from probe._core.model import from_epoch, new_job
 from probe._core.record import JobRecord
 from probe._runtime.book import TOUCH_STORED_EVERY, JobBook
 from probe._runtime.ownership import Ownership
@@ -132,20 +131,6 @@ async def test_a_loaded_job_is_touched_against_its_stored_time(store: SQLiteStor
 
 
 # -- a store shared with other daemons: fenced writes --------------------------------------
-
-
-def job_of(target: str, index: int, version: int = 1) -> JobRecord:
-    """A STARTING Job of `target`."""
-    job = new_job(
-        job_id=f"3f1da3c8-6f22-430f-9200-{index:012x}",
-        namespace="default",
-        deployment_name=f"job-{index}",
-        target=target,
-        spec={},
-        now=from_epoch(BASE),
-    )
-    metadata = job.metadata.model_copy(update={"resource_version": version})
-    return JobRecord(job.model_copy(update={"metadata": metadata}), last_probe_at=BASE)
 
 
 async def test_a_fenced_book_writes_only_held_targets_and_drops_one_fenced_out(

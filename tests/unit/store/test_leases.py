@@ -217,23 +217,6 @@ def test_the_lone_owner_of_a_sqlite_file_holds_every_target(tmp_path: Path) -> N
 # --- leases shared by instances, on PostgreSQL --------------------------------------------
 
 
-@pytest.fixture
-def open_pg(postgres_database: Database) -> Iterator[Callable[[str], PostgresStore]]:
-    """Opens stores on the test's database as named instances; closes them afterwards."""
-    opened: list[PostgresStore] = []
-
-    def open_as(instance: str) -> PostgresStore:
-        store = PostgresStore.open(
-            postgres_database.url, instance=instance, password=postgres_database.password
-        )
-        opened.append(store)
-        return store
-
-    yield open_as
-    for store in opened:
-        store.close()
-
-
 def claim_rounds(
     stores: Sequence[PostgresStore], wanted: Mapping[str, frozenset[str]], rounds: int
 ) -> dict[str, tuple[Lease, ...]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import cast
@@ -52,23 +52,6 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def open_pg(postgres_database: Database) -> Iterator[Callable[[str], PostgresStore]]:
-    """Opens stores on the test's database as named instances; closes them afterwards."""
-    opened: list[PostgresStore] = []
-
-    def open_as(instance: str) -> PostgresStore:
-        store = PostgresStore.open(
-            postgres_database.url, instance=instance, password=postgres_database.password
-        )
-        opened.append(store)
-        return store
-
-    yield open_as
-    for store in opened:
-        store.close()
 
 
 def backend_waiting_on_a_lock(cluster: PostgresCluster, database: str, instance: str) -> bool:

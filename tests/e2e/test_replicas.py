@@ -1,0 +1,369 @@
+"""Daemons sharing one PostgreSQL store: leases, takeovers, fencing, and the store failing.
+
+Every daemon is a `flink-probe run` subprocess (so it can be killed, stopped and signalled for
+real) on the test's own database of the session's private PostgreSQL server; the clusters are
+the fake Flink kit's, served from a thread of the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from daemon_harness import (
+    DaemonProcess,
+    Metrics,
+    daemon_config,
+    dashed,
+    restarts_of,
+    target,
+    wait_until_sync,
+)
+from postgres_cluster import Database, PostgresCluster
+
+from probe.testing import FakeCluster, FakeFlinkServer, serve_in_thread
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 0.4
+LEASE_TTL = 1.2
+WAIT = 30.0
+"""Deadline of a wait; only reached when a test fails."""
+
+
+@dataclass
+class Replica:
+    """One daemon of the fleet, as a subprocess."""
+
+    name: str
+    process: DaemonProcess
+
+    def metrics(self) -> Metrics:
+        return self.process.client.metrics()
+
+    def holds(self, target_name: str) -> bool:
+        return self.metrics().value("flink_probe_target_lease", target=target_name) == 1.0
+
+    def held(self) -> int:
+        return int(self.metrics().total("flink_probe_target_lease"))
+
+    def exported_restarts(self, job_id: str) -> float | None:
+        return self.metrics().value("flink_probe_job_restarts_total", job_id=job_id)
+
+    def served_restarts(self, job_id: str) -> int | None:
+        return restarts_of(self.process.client.job(job_id))
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.process.stderr.splitlines():
+            with contextlib.suppress(ValueError):
+                lines.append(json.loads(line))
+        return lines
+
+    def logged_at(self, event: str) -> list[float]:
+        """When each log line `event` was written (Unix time)."""
+        return [
+            datetime.fromisoformat(line["timestamp"]).timestamp()
+            for line in self.log_lines()
+            if line.get("event") == event
+        ]
+
+
+@dataclass
+class Fleet:
+    """Starts replicas on one database; every one is killed when the test ends."""
+
+    directory: Path
+    database: Database
+    replicas: list[Replica] = field(default_factory=list)
+
+    def config(
+        self, instance: str, targets: list[dict[str, object]], **state: object
+    ) -> dict[str, Any]:
+        password_file = self.directory / "db-password"
+        password_file.write_text(self.database.password)
+        config = daemon_config(
+            self.directory / f"{instance}.db", targets, interval=f"{INTERVAL}s", timeout="300ms"
+        )
+        config["state"] = {
+            "url": self.database.url,
+            "password_file": str(password_file),
+            "instance": instance,
+            "lease_ttl": f"{LEASE_TTL}s",
+            "max_clock_skew": "50ms",
+            **state,
+        }
+        return config
+
+    def start(self, instance: str, targets: list[dict[str, object]], **state: object) -> Replica:
+        process = DaemonProcess(
+            self.config(instance, targets, **state), self.directory / f"{instance}.yaml"
+        )
+        replica = Replica(instance, process)
+        self.replicas.append(replica)
+        process.wait_healthy()
+        return replica
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, postgres_database: Database) -> Iterator[Fleet]:
+    fleet = Fleet(tmp_path, postgres_database)
+    try:
+        yield fleet
+    finally:
+        for replica in fleet.replicas:
+            with contextlib.suppress(ProcessLookupError):
+                replica.process.process.send_signal(signal.SIGCONT)
+            replica.process.kill()
+
+
+@pytest.fixture
+def cluster() -> Iterator[tuple[FakeCluster, FakeFlinkServer]]:
+    fake = FakeCluster()
+    with serve_in_thread(fake) as server:
+        yield fake, server
+
+
+class Samples:
+    """Reads every replica's exposed count of one Job over and over, in a thread, and keeps
+    each source's readings (a replica's API, a replica's /metrics) in order."""
+
+    def __init__(self, replicas: list[Replica], job_id: str) -> None:
+        self.readings: dict[str, list[float]] = {}
+        self._replicas = replicas
+        self._job_id = job_id
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for replica in self._replicas:
+                self._read(f"{replica.name} api", replica.served_restarts)
+                self._read(f"{replica.name} metrics", replica.exported_restarts)
+            time.sleep(0.02)
+
+    def _read(self, source: str, read: Callable[[str], float | None]) -> None:
+        try:
+            value = read(self._job_id)
+        except (OSError, AssertionError):
+            return  # a replica killed, stopped or not yet listening
+        if value is not None:
+            self.readings.setdefault(source, []).append(value)
+
+    def __enter__(self) -> Samples:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def assert_never_down(self) -> None:
+        for source, values in self.readings.items():
+            drops = [(a, b) for a, b in itertools.pairwise(values) if b < a]
+            assert drops == [], f"{source} went down: {drops}"
+
+
+def restart_until_counted(
+    cluster: FakeCluster, jid: str, replica: Replica, times: int, *, within: float = WAIT
+) -> int:
+    """Restart the job `times` times, one a round, then wait until `replica` exports Flink's
+    count; returns it."""
+    for _ in range(times):
+        cluster.restart(jid)
+        time.sleep(INTERVAL)
+    count = cluster.job(jid).num_restarts
+    return count_reached(replica, dashed(jid), count, within=within)
+
+
+def count_reached(replica: Replica, job_id: str, count: int, *, within: float = WAIT) -> int:
+    wait_until_sync(
+        lambda: replica.exported_restarts(job_id) == count,
+        f"{replica.name} to export {count} restarts",
+        within,
+    )
+    return count
+
+
+def test_a_killed_holders_target_is_taken_over_and_counted_on(
+    fleet: Fleet, cluster: tuple[FakeCluster, FakeFlinkServer]
+) -> None:
+    fake, server = cluster
+    jid = fake.submit("orders")
+    job_id = dashed(jid)
+    targets = [target("prod", server.url)]
+    a = fleet.start("a", targets)
+    wait_until_sync(lambda: a.holds("prod"), "a to hold prod", WAIT)
+    b = fleet.start("b", targets)
+    assert not b.holds("prod")  # the holder keeps its lease when another instance joins
+
+    with Samples([a, b], job_id) as samples:
+        restart_until_counted(fake, jid, a, 3)
+        wait_until_sync(lambda: b.served_restarts(job_id) == 3, "b to serve a's count", WAIT)
+
+        a.process.process.kill()  # kill -9
+        killed = time.monotonic()
+        fake.restart(jid, 2)  # while nobody holds the target
+        wait_until_sync(lambda: b.holds("prod"), "b to take prod over", WAIT)
+        took = time.monotonic() - killed
+        final = restart_until_counted(fake, jid, b, 2)
+        wait_until_sync(lambda: b.served_restarts(job_id) == final, "b's API to catch up", WAIT)
+
+    assert final == 7
+    assert took <= LEASE_TTL + 2 * INTERVAL, f"taken over after {took:.2f} s"
+    assert b.metrics().value("flink_probe_lease_takeovers_total") == 1.0
+    samples.assert_never_down()
+    assert {"a api", "a metrics", "b api", "b metrics"} <= set(samples.readings)
+    secret = fleet.database.password
+    assert secret not in a.process.stderr + b.process.stderr
+    assert secret not in b.process.client.request("/metrics").text
+
+
+def writes_by(cluster: PostgresCluster, database: Database) -> Callable[[str], int]:
+    """Counts the rows each instance writes from now on (a trigger records the writer's
+    application_name, which names its instance)."""
+    with cluster.admin(database.name) as admin:
+        admin.execute("CREATE TABLE job_writes (writer text NOT NULL)")
+        admin.execute("GRANT INSERT ON job_writes TO PUBLIC")
+        admin.execute(
+            "CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " INSERT INTO job_writes VALUES (current_setting('application_name'));"
+            " RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER record_writes AFTER INSERT OR UPDATE ON jobs"
+            " FOR EACH ROW EXECUTE FUNCTION record_write()"
+        )
+
+    def count(instance: str) -> int:
+        with cluster.admin(database.name) as admin:
+            row = admin.execute(
+                "SELECT count(*) FROM job_writes WHERE writer = %s", (f"flink-probe {instance}",)
+            ).fetchone()
+        assert row is not None
+        assert isinstance(row[0], int)
+        return row[0]
+
+    return count
+
+
+def test_a_paused_holder_writes_nothing_once_resumed_and_drops_the_target(
+    fleet: Fleet, cluster: tuple[FakeCluster, FakeFlinkServer], postgres_cluster: PostgresCluster
+) -> None:
+    fake, server = cluster
+    jid = fake.submit("orders")
+    job_id = dashed(jid)
+    targets = [target("prod", server.url)]
+    a = fleet.start("a", targets)
+    wait_until_sync(lambda: a.holds("prod"), "a to hold prod", WAIT)
+    b = fleet.start("b", targets)
+    restart_until_counted(fake, jid, a, 2)
+    writes = writes_by(postgres_cluster, fleet.database)
+
+    a.process.process.send_signal(signal.SIGSTOP)
+    with Samples([b], job_id) as samples:
+        fake.restart(jid)  # a's rounds cannot see this one; b's will
+        wait_until_sync(lambda: b.holds("prod"), "b to take prod over", WAIT)
+        fake.restart(jid, 2)
+        count_reached(b, job_id, 5)
+    a.process.process.send_signal(signal.SIGCONT)
+
+    wait_until_sync(
+        lambda: a.exported_restarts(job_id) is None, "a's /metrics to drop the Job", WAIT
+    )
+    assert a.metrics().series("flink_probe_job_restarts_total") == []
+    fake.restart(jid)
+    count_reached(b, job_id, 6)
+    assert not a.holds("prod")
+    assert a.exported_restarts(job_id) is None
+    assert writes("a") == 0
+    assert writes("b") > 0
+    assert a.process.client.job(job_id) is not None  # still served, from the store
+    samples.assert_never_down()
+
+
+def test_a_replaced_sidecar_continues_the_count_from_the_store(
+    fleet: Fleet,
+) -> None:
+    """Daemon a and its JobManager die together (a pod); the new pod's daemon b, with an empty
+    disk and the same target name, counts on, the JobManager's restart included."""
+    fake = FakeCluster()
+    jid = fake.submit("orders")
+    job_id = dashed(jid)
+    with serve_in_thread(fake) as old_jobmanager:
+        a = fleet.start("pod-1", [target("orders", old_jobmanager.url)])
+        restart_until_counted(fake, jid, a, 3)
+        a.process.process.kill()
+    fake.jobmanager_restart(keep_jobs=True)  # HA: the job recovers in the new JobManager
+    with serve_in_thread(fake) as new_jobmanager:
+        b = fleet.start("pod-2", [target("orders", new_jobmanager.url)])
+        wait_until_sync(lambda: b.holds("orders"), "pod-2 to hold orders", WAIT)
+        assert b.metrics().value("flink_probe_lease_takeovers_total") == 1.0
+        fake.restart(jid, 2)
+        count_reached(b, job_id, 3 + 1 + 2)
+
+
+def test_a_restart_of_postgresql_loses_nothing_exposed(
+    fleet: Fleet, cluster: tuple[FakeCluster, FakeFlinkServer], postgres_cluster: PostgresCluster
+) -> None:
+    fake, server = cluster
+    jid = fake.submit("orders")
+    job_id = dashed(jid)
+    # A lease that outlives the outage: probing goes on meanwhile.
+    a = fleet.start("a", [target("prod", server.url)], lease_ttl="60s")
+    restart_until_counted(fake, jid, a, 2)
+
+    with Samples([a], job_id) as samples:
+        postgres_cluster.stop()
+        try:
+            wait_until_sync(
+                lambda: a.metrics().value("flink_probe_store_up") == 0.0, "store_up 0", WAIT
+            )
+            fake.restart(jid, 3)
+            probes = a.metrics().total("flink_probe_probes_total", target="prod")
+            wait_until_sync(
+                lambda: a.metrics().total("flink_probe_probes_total", target="prod") > probes + 2,
+                "probing to go on",
+                WAIT,
+            )
+            assert a.exported_restarts(job_id) == 2.0  # not committed: not shown
+            assert a.holds("prod")
+        finally:
+            postgres_cluster.start()
+        wait_until_sync(
+            lambda: a.metrics().value("flink_probe_store_up") == 1.0, "store_up 1", WAIT
+        )
+        count_reached(a, job_id, 5)
+    samples.assert_never_down()
+    assert a.process.client.readyz() == 200
+
+
+def test_three_replicas_share_thirty_targets_and_take_over_a_stopped_ones_at_once(
+    fleet: Fleet, cluster: tuple[FakeCluster, FakeFlinkServer]
+) -> None:
+    _, server = cluster
+    targets = [target(f"t{index:02}", server.url, discover=False) for index in range(30)]
+    replicas = [fleet.start(name, targets) for name in ("a", "b", "c")]
+
+    def shares() -> list[int] | None:
+        held = [replica.held() for replica in replicas]
+        return held if sum(held) == 30 and all(9 <= n <= 11 for n in held) else None
+
+    wait_until_sync(shares, "each replica to hold 9 to 11 leases", WAIT)
+    a, b, c = replicas
+    assert a.process.terminate() == 0
+    [released] = a.logged_at("leases released")
+    wait_until_sync(lambda: b.held() + c.held() == 30, "b and c to hold every lease", WAIT)
+    acquired = max(b.logged_at("lease acquired") + c.logged_at("lease acquired"))
+    # Within one claim period, plus the time a claim takes on a busy machine.
+    assert acquired - released <= INTERVAL + 0.2
