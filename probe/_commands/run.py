@@ -1,11 +1,13 @@
 """The running daemon: wiring, lifecycle, signals and graceful shutdown.
 
-Root tasks (named, in one anyio task group): the committer, the reloader, the status reporter,
-the watchdog and the scheduler (one loop per target), while ``run`` waits to stop. SIGHUP
-re-reads the configuration: each changed setting is applied, or logged as needing a restart
-(``server``, ``state``). SIGTERM/SIGINT set ``should_exit``: scheduling stops, rounds in
-flight get ``probe.timeout`` + 1 s to finish and are then cancelled, the last batch is
-committed, the HTTP server closes, and ``run`` returns 0. A second signal skips the wait.
+Root tasks (named, in one anyio task group): the committer, the leases, the targets (the file
+and HTTP sources, enrollment's retirements) and the retargeter that applies their changes, the
+reloader, the status reporter, the watchdog and the scheduler (one loop per target), while
+``run`` waits to stop. SIGHUP re-reads the configuration: each changed setting is applied, or
+logged as needing a restart (``server``, ``state``). SIGTERM/SIGINT set ``should_exit``:
+scheduling stops, rounds in flight get ``probe.timeout`` + 1 s to finish and are then
+cancelled, the last batch is committed, the HTTP server closes, and ``run`` returns 0. A
+second signal skips the wait.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import math
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Hashable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -31,7 +33,7 @@ from pydantic import BaseModel
 
 from probe._cogs.logs import configure, get_logger
 from probe._cogs.sdnotify import Notifier, run_watchdog
-from probe._config import Config, ConfigError, TargetConfig, load_config
+from probe._config import Config, ConfigError, load_config
 from probe._config.models import ProbeConfig
 from probe._core.fold import FoldSettings
 from probe._core.model import from_epoch
@@ -45,11 +47,13 @@ from probe._runtime.ownership import LeaseChanges, Ownership
 from probe._runtime.prober import Prober, TargetLags
 from probe._runtime.scheduler import Scheduler, Target
 from probe._runtime.sources import declare_static_jobs
+from probe._runtime.targets import TargetSources
 from probe._store import Lease, Store, StoreError, open_store
 from probe._store.base import default_instance
+from probe._targets import EffectiveTarget
 from probe._version import __version__
 from probe._web.metrics import JobSeriesRenderer, StateCollector
-from probe._web.server import UNAUTHENTICATED_PATHS, Api, Liveness
+from probe._web.server import UNAUTHENTICATED_PATHS, Api, Enrollment, Liveness
 
 log = get_logger("flink_probe.daemon")
 
@@ -79,6 +83,8 @@ class Daemon:
         self._session: aiohttp.ClientSession
         """The targets' HTTP client session: set by `run`, replaced by a reload that changes
         the connection limits."""
+        self._sources: TargetSources
+        """Every target this daemon wants, from every source: set by `run`."""
         self.bound_port: int | None = None
         """The port the HTTP server listens on (useful with ``listen: ...:0`` in tests)."""
         self.notifier = Notifier.from_environ()
@@ -118,22 +124,27 @@ class Daemon:
             ownership = Ownership(store, math.inf)
             book = await anyio.to_thread.run_sync(JobBook.load, store)
         self._store, self._ownership = store, ownership
-        await self._adopt(book, (await ownership.claim(self._wanted())).acquired)
-        await book.commit()
-        shared = {"instance": self._instance, "held": sorted(ownership.held)}
-        log.info(
-            "state loaded",
-            # The URL carries no password: the configuration refuses one there.
-            path=str(state.location),
-            jobs=len(book.exposed),
-            probing=sum(1 for r in book.working() if r.probing),
-            **(shared if state.shared else {}),
-        )
-
         registry = CollectorRegistry(auto_describe=True)
         metrics = DaemonMetrics(registry)
-        async with self._client_sessions(config.probe):
-            targets = [self._target(t) for t in config.targets if ownership.holds(t.name)]
+        async with self._client_sessions(config.probe) as discovery_session:
+            self._sources = TargetSources(config, metrics, discovery_session)
+            await self._sources.read_files()  # so that the first claim covers their targets
+            await self._adopt(book, (await ownership.claim(self._wanted())).acquired)
+            await book.commit()
+            shared = {"instance": self._instance, "held": sorted(ownership.held)}
+            log.info(
+                "state loaded",
+                # The URL carries no password: the configuration refuses one there.
+                path=str(state.location),
+                jobs=len(book.exposed),
+                probing=sum(1 for r in book.working() if r.probing),
+                **(shared if state.shared else {}),
+            )
+            targets = [
+                self._target(target)
+                for name, target in self._sources.current.targets.items()
+                if ownership.holds(name)
+            ]
             scheduler = Scheduler(
                 book,
                 targets,
@@ -150,7 +161,7 @@ class Daemon:
                 # Without targets no probe loop runs, so none can stall.
                 heartbeat=lambda: scheduler.heartbeat if scheduler.targets else time.monotonic(),
                 stale_after=lambda: STALE_INTERVALS * self.config.probe.interval,
-                targets_probed=lambda: scheduler.all_probed,
+                targets_probed=lambda: self._probed_once(scheduler),
                 leases_settled=lambda: ownership.settled and ownership.reachable,
                 lease_error=lambda: ownership.error,
             )
@@ -158,7 +169,10 @@ class Daemon:
             catalog = JobCatalog(
                 book, store if state.shared else None, lambda: self.config.probe.interval
             )
-            api = Api(book, registry, liveness, job_series, catalog)
+            enrollment = Enrollment(
+                self._sources.enroll, scheduler.first_round, scheduler.health_of
+            )
+            api = Api(book, registry, liveness, job_series, catalog, enrollment)
             app = api.app(web_security.middlewares(UNAUTHENTICATED_PATHS))
             runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()
@@ -198,6 +212,8 @@ class Daemon:
                     self._claim_period,
                     name="leases",
                 )
+                tg.start_soon(self._sources.run, name="targets")
+                tg.start_soon(self._retargeter, scheduler, name="retargeter")
                 tg.start_soon(self._reloader, book, scheduler, api, name="reloader")
                 tg.start_soon(self._report_status, book, scheduler, name="status")
                 tg.start_soon(
@@ -279,23 +295,49 @@ class Daemon:
         if {"probe.concurrency", "probe.per_target_concurrency"} & set(changed):
             # A connection pool's limits are fixed: the targets restart on a new one.
             retired, self._session = self._session, _client_session(new.probe)
-        ownership = self._ownership
-        held = [job for job in new.jobs if ownership.holds(job.target)]
+        held = [job for job in new.jobs if self._ownership.holds(job.target)]
         book.put(declare_static_jobs(held, book.get, from_epoch(self.clock())))
-        scheduler.reconfigure(
-            [self._target(t) for t in new.targets if ownership.holds(t.name)],
-            new.probe.interval,
-            [j.id for j in new.jobs],
-        )
-        ownership.request_claim()  # new targets are taken, removed ones given back
+        self._sources.reconfigure(new)  # enrollment, targets files and http_sd
+        self._retarget(scheduler)
         if retired is not None:
             await retired.close()  # after reconfigure cancelled the rounds that used it
         log.info("configuration reloaded", targets=[t.name for t in new.targets])
         return True
 
+    async def _retargeter(self, scheduler: Scheduler) -> None:
+        """Apply each change of the targets that the sources declare."""
+        while True:
+            await self._sources.changes()
+            self._retarget(scheduler)
+
+    def _retarget(self, scheduler: Scheduler) -> None:
+        """Run each wanted target this daemon holds as it is declared now (a changed one
+        restarts, one no longer wanted stops), and claim at once: new targets are taken,
+        removed ones given back."""
+        wanted = self._sources.current.targets
+        held = {name: target for name, target in wanted.items() if self._ownership.holds(name)}
+        scheduler.reconfigure(
+            {name: self._settings(target) for name, target in held.items()},
+            lambda name: self._target(held[name]),
+            self.config.probe.interval,
+            [job.id for job in self.config.jobs],
+        )
+        self._ownership.request_claim()
+
+    def _probed_once(self, scheduler: Scheduler) -> bool:
+        """Every target run here was probed once, enrolled ones aside: a scrape of ``/probe``
+        must not make the daemon unready, taking it out of the Service the scrape came by."""
+        wanted = self._sources.current.targets
+        return all(
+            target.health.probed
+            for name, target in scheduler.targets.items()
+            if (declared := wanted.get(name)) is None or declared.source != "enrolled"
+        )
+
     def _wanted(self) -> list[str]:
-        """The targets this daemon asks leases of: the configured ones."""
-        return [target.name for target in self.config.targets]
+        """The targets this daemon asks leases of: those of every source, merged (configured,
+        from targets files and http_sd, enrolled)."""
+        return list(self._sources.current.targets)
 
     def _claim_period(self) -> float:
         """Every round, and often enough that two claims in a row may fail."""
@@ -309,10 +351,12 @@ class Daemon:
             scheduler.stop_target(name)
             if self.config.state.shared:
                 catalog.keep(book.drop_targets([name]))
-        configured = {target.name: target for target in self.config.targets}
-        acquired = [lease for lease in changes.acquired if lease.target in configured]
+        wanted = self._sources.current.targets
+        acquired = [lease for lease in changes.acquired if lease.target in wanted]
         for name in await self._adopt(book, acquired):
-            scheduler.start_target(self._target(configured[name]))
+            target = self._sources.current.targets.get(name)  # may have left while loading
+            if target is not None:
+                scheduler.start_target(self._target(target))
 
     async def _adopt(self, book: JobBook, leases: Collection[Lease]) -> list[str]:
         """Take newly held targets into the book: their stored Jobs (on a shared store; the
@@ -347,12 +391,13 @@ class Daemon:
         return names
 
     @contextlib.asynccontextmanager
-    async def _client_sessions(self, probe: ProbeConfig) -> AsyncIterator[None]:
-        """The HTTP client session the targets share (a reload may replace it); the one in use
-        is closed on the way out."""
+    async def _client_sessions(self, probe: ProbeConfig) -> AsyncIterator[aiohttp.ClientSession]:
+        """The HTTP client session the targets share (a reload may replace it), and the one of
+        http_sd (yielded); the ones in use are closed on the way out."""
         self._session = _client_session(probe)
         try:
-            yield
+            async with _client_session(probe) as discovery:
+                yield discovery
         finally:
             await self._session.close()
 
@@ -364,8 +409,12 @@ class Daemon:
             log.info("signal received: shutting down", signal=signal.Signals(signum).name)
         self.should_exit.set()
 
-    def _target(self, target: TargetConfig) -> Target:
-        probe = self.config.probe
+    def _settings(self, target: EffectiveTarget) -> Hashable:
+        """Everything a target's loop is built from: a change restarts it."""
+        return (target.config, target.declared.deployment, self.config.probe, self._session)
+
+    def _target(self, effective: EffectiveTarget) -> Target:
+        target, probe = effective.config, self.config.probe
         client = FlinkClient(
             self._session,
             target.url,
@@ -391,7 +440,8 @@ class Daemon:
             name=target.name,
             namespace=target.namespace,
             discover=target.discover,
-            settings=(target, probe, self._session),
+            deployment=effective.declared.deployment,
+            settings=self._settings(effective),
             prober=prober,
             fold_settings=FoldSettings(
                 not_found_grace=probe.not_found_grace,
@@ -435,14 +485,18 @@ def _client_session(probe: ProbeConfig) -> aiohttp.ClientSession:
 
 
 def _changed_settings(old: Config, new: Config) -> list[str]:
-    """``section.key`` of every setting of the mapping sections that differs (targets and jobs
-    are logged as they start and stop)."""
+    """``section.key`` of every setting of the mapping sections that differs, and every other
+    top-level key that does (targets and jobs are logged as they start and stop)."""
     changed: list[str] = []
     for section in type(old).model_fields:
         before, after = getattr(old, section), getattr(new, section)
-        if isinstance(before, BaseModel):
+        if section in ("targets", "jobs"):
+            continue
+        if isinstance(before, BaseModel) and isinstance(after, BaseModel):
             fields = type(before).model_fields
             changed += [f"{section}.{k}" for k in fields if getattr(before, k) != getattr(after, k)]
+        elif before != after:  # targets_files, targets_refresh, targets_http set or removed
+            changed.append(section)
     if old.server != new.server and not any(key.startswith("server.") for key in changed):
         changed.append("server.web_config")  # the same file, with new content
     return changed

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from types import UnionType
+from typing import Any, Final, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from probe._config.config import Config
 from probe._config.documents import load_json, read_mapping
 from probe._config.errors import ConfigError, Loc, describe, error_lines
-from probe._config.models import Config
 
 __all__ = ["CONFIG_FILE_ENV", "ENV_PREFIX", "SIDECAR_TARGET", "load_config"]
 
@@ -33,9 +34,10 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     """The effective configuration: `path` (or ``$FLINK_PROBE_CONFIG``), then the environment.
 
     Without a file, the defaults with `SIDECAR_TARGET`; a file that declares no targets has
-    none. ``FLINK_PROBE_<SECTION>__<KEY>`` sets one key of a section, ``FLINK_PROBE_TARGETS``
-    and ``FLINK_PROBE_JOBS`` replace a list with a JSON array; any other variable under the
-    prefix is an error. Secrets named by ``*_env`` keys are read from `environ`.
+    none. ``FLINK_PROBE_<SECTION>__<KEY>`` sets one key of a section, ``FLINK_PROBE_<KEY>`` a
+    top-level key (a list or a mapping, such as ``FLINK_PROBE_TARGETS``, as JSON); any other
+    variable under the prefix is an error. Secrets named by ``*_env`` keys are read from
+    `environ`. A relative ``targets_files`` glob is taken from the file's directory.
 
     Raises ConfigError with every mistake found, one line each.
     """
@@ -59,10 +61,13 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
             errors += error_lines(error, overrides)
     if errors or config is None:
         raise ConfigError(errors)
-    if config.state.path is None:
-        return config
-    state_path = _resolve_state_path(config.state.path, environ)
-    return config.model_copy(update={"state": config.state.model_copy(update={"path": state_path})})
+    resolved: dict[str, object] = {}
+    if config.state.path is not None:
+        state_path = _resolve_state_path(config.state.path, environ)
+        resolved["state"] = config.state.model_copy(update={"path": state_path})
+    if path is not None and config.targets_files:
+        resolved["targets_files"] = [_beside(path, glob) for glob in config.targets_files]
+    return config.model_copy(update=resolved)
 
 
 def _apply_environment(
@@ -92,22 +97,53 @@ def _apply_environment(
 def _override_value(keys: tuple[str, ...], text: str) -> object:
     """What a variable naming `keys` sets; ValueError saying why it sets nothing."""
     sections = {
-        name: field.annotation
+        name: model
         for name, field in Config.model_fields.items()
-        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        if (model := _section_model(field.annotation)) is not None
     }
     match keys:
         case (section, key) if section in sections and key in sections[section].model_fields:
-            return text  # the models parse strings: "5s", "3", "true", "4MiB"
+            # The models parse strings ("5s", "3", "true", "4MiB"); a list or mapping is JSON.
+            return _json_or_text(sections[section].model_fields[key].annotation, text)
         case (section,) if section in sections:
             example = next(iter(sections[section].model_fields)).upper()
             raise ValueError(f"set one key, e.g. {ENV_PREFIX}{section.upper()}__{example}")
-        case (section,) if section in Config.model_fields:
-            items = load_json(text)
-            if not isinstance(items, list):
-                raise ValueError(f"must be a JSON list, got {describe(items)}")
-            return items
+        case (key,) if key in Config.model_fields:
+            return _json_or_text(Config.model_fields[key].annotation, text)
     raise ValueError("unknown setting")
+
+
+def _json_or_text(annotation: object, text: str) -> object:
+    """`text` parsed as JSON for a list or a mapping (ValueError if it is not one), else as is."""
+    shape = get_origin(annotation)
+    if shape is list:
+        items = load_json(text)
+        if not isinstance(items, list):
+            raise ValueError(f"must be a JSON list, got {describe(items)}")
+        return items
+    if shape is dict:
+        mapping = load_json(text)
+        if not isinstance(mapping, dict):
+            raise ValueError(f"must be a JSON object, got {describe(mapping)}")
+        return mapping
+    return text
+
+
+def _section_model(annotation: object) -> type[BaseModel] | None:
+    """The model of a section, also of an optional one (``targets_http``); None for a list or
+    a scalar."""
+    optional = get_origin(annotation) in (Union, UnionType)
+    for candidate in get_args(annotation) if optional else (annotation,):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _beside(config_file: Path, glob: str) -> str:
+    """A ``targets_files`` glob, relative ones taken from the configuration file's directory."""
+    if Path(glob).expanduser().is_absolute():
+        return glob
+    return str(config_file.absolute().parent / glob)
 
 
 def _resolve_state_path(path: Path, environ: Mapping[str, str]) -> Path:

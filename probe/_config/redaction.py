@@ -10,7 +10,7 @@ import yaml
 from probe._config.errors import REDACTED
 
 if TYPE_CHECKING:
-    from probe._config.models import Config
+    from probe._config.config import Config
 
 __all__ = ["dump_effective", "redact_url", "redacted_dict"]
 
@@ -33,6 +33,8 @@ def redacted_dict(config: Config) -> dict[str, Any]:
     for target in data["targets"]:
         target["url"] = redact_url(target["url"])
         target["headers"] = dict.fromkeys(target["headers"], REDACTED)
+    if data["targets_http"] is not None:
+        data["targets_http"]["url"] = redact_url(data["targets_http"]["url"])
     return data
 
 

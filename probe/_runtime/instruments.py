@@ -1,4 +1,5 @@
-"""The daemon's own instruments: probes, requests, durations and scheduling lag."""
+"""The daemon's own instruments: probes, requests, durations, scheduling lag, and the targets
+of every source."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import platform
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from probe._targets import SOURCES
+from probe._targets.enrollment import STATUS
 from probe._version import __version__
 
 # No `*_created` series beside each counter and histogram, as most exporters: nothing reads
@@ -55,6 +58,32 @@ class DaemonMetrics:
             ["target"],
             registry=registry,
         )
+        self.targets = Gauge(
+            "flink_probe_targets",
+            "Targets this daemon wants to probe, by the source that declares them.",
+            ["source"],
+            registry=registry,
+        )
+        self.enrollments_refused = Counter(
+            "flink_probe_enrollments_refused",
+            "Scrapes of /probe that enrolled nothing, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.target_source_errors = Counter(
+            "flink_probe_target_source_errors",
+            "Targets files or http_sd answers refused (once per episode), and targets left out"
+            " for a conflict (once each), by source.",
+            ["source"],
+            registry=registry,
+        )
+        # Every series from the start: a rate or an alert needs the zero before the first one.
+        for source in SOURCES:
+            self.targets.labels(source).set(0)
+            if source != "config":  # a configured target is never refused
+                self.target_source_errors.labels(source)
+        for reason in STATUS:
+            self.enrollments_refused.labels(reason)
         build = Gauge(
             "flink_probe_build_info",
             "Build of this flink-probe (value is always 1).",

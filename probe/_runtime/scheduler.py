@@ -62,6 +62,8 @@ class Target:
     discover: bool
     prober: Prober
     fold_settings: FoldSettings
+    deployment: str | None = None
+    """The deployment name of the Jobs discovery creates (None: each Flink job's own name)."""
     settings: Hashable = None
     """Everything the target was built from: a reload restarts its loop only if this changed."""
     health: TargetHealth = field(default_factory=TargetHealth)
@@ -71,6 +73,8 @@ class Target:
     logged when it first fails, and the episode ends with the next round without errors. (A
     failing overview hides the per-job requests' faults, so a round's own set flaps.)"""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    first_round: anyio.Event = field(default_factory=anyio.Event)
+    """Set once the target's first round is in the book."""
 
 
 class Scheduler:
@@ -94,12 +98,19 @@ class Scheduler:
         self._task_group: anyio.abc.TaskGroup | None = None
         self.first_round_done = anyio.Event()
         """Set once every target was probed once (answered or not)."""
+        self._progress = anyio.Event()
+        """Set and replaced whenever a target starts or ends its first round (`first_round`)."""
         self.heartbeat = time.monotonic()
         """Updated by every loop iteration: /healthz reads it to tell the loop is alive."""
 
     @property
     def health(self) -> Mapping[str, TargetHealth]:
         return {name: target.health for name, target in self.targets.items()}
+
+    def health_of(self, name: str) -> TargetHealth | None:
+        """The health of target `name`, if it runs here."""
+        target = self.targets.get(name)
+        return None if target is None else target.health
 
     @property
     def all_probed(self) -> bool:
@@ -120,22 +131,26 @@ class Scheduler:
             await self._stopping.wait()
 
     def reconfigure(
-        self, targets: Iterable[Target], interval: float, declared: Iterable[str]
+        self,
+        settings: Mapping[str, Hashable],
+        build: Callable[[str], Target],
+        interval: float,
+        declared: Iterable[str],
     ) -> None:
-        """Apply a reloaded configuration: new targets start, removed or changed ones stop
-        (a round in flight is cancelled), unchanged ones run on undisturbed; Jobs no longer
-        declared leave the schedule (they stay as history)."""
+        """Run the targets named in `settings` (each with what it is built from): new ones are
+        built and start, removed or changed ones stop (a round in flight is cancelled),
+        unchanged ones run on undisturbed; Jobs no longer declared leave the schedule (they
+        stay as history)."""
         self.declared = frozenset(declared)
-        wanted = {t.name: t for t in targets}
         for name, running in list(self.targets.items()):
-            if name not in wanted or wanted[name].settings != running.settings:
+            if name not in settings or settings[name] != running.settings:
                 running.scope.cancel()
                 del self.targets[name]
                 log.info("target stopped", target=name)
         self.interval = interval
-        for name, target in wanted.items():
+        for name in settings:
             if name not in self.targets:
-                self.targets[name] = target
+                target = self.targets[name] = build(name)
                 self._start(target)
                 log.info("target started", target=name)
 
@@ -143,8 +158,7 @@ class Scheduler:
         """Run ``target``'s loop (its lease is newly held), replacing one running by its name."""
         self.stop_target(target.name)
         self.targets[target.name] = target
-        if self._task_group is not None:  # else run() starts it with the others
-            self._start(target)
+        self._start(target)
         log.info("target started", target=target.name)
 
     def stop_target(self, name: str) -> None:
@@ -154,9 +168,20 @@ class Scheduler:
             running.scope.cancel()
             log.info("target stopped", target=name)
 
+    async def first_round(self, name: str) -> None:
+        """Until the target `name`, running or started later, has its first round in the book;
+        the caller bounds the wait."""
+        while (target := self.targets.get(name)) is None or not target.first_round.is_set():
+            await self._progress.wait()
+
+    def _progressed(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()
+
     def _start(self, target: Target) -> None:
-        assert self._task_group is not None, "targets start once run() is running"
-        self._task_group.start_soon(self._run_loop, target, name=f"probe-loop:{target.name}")
+        if self._task_group is not None:  # else run() starts it with the others
+            self._task_group.start_soon(self._run_loop, target, name=f"probe-loop:{target.name}")
+        self._progressed()
 
     async def _run_loop(self, target: Target) -> None:
         with target.scope:
@@ -177,6 +202,9 @@ class Scheduler:
             self.heartbeat = began
             self.metrics.scheduler_lag.observe(began - due)
             await self.probe_round(target, first=not target.health.probed)
+            if not target.first_round.is_set():
+                target.first_round.set()
+                self._progressed()
             if target.health.up:
                 target.failures = 0
                 earliest = due + self.interval
@@ -237,7 +265,7 @@ class Scheduler:
             job = new_job(
                 job_id=job_id,
                 namespace=target.namespace,
-                deployment_name=entry.name,
+                deployment_name=target.deployment or entry.name,
                 target=target.name,
                 source=SOURCE_DISCOVERY,
                 spec={"target": target.name},

@@ -56,14 +56,7 @@ class StateCollector(Collector):
             jobs.add_metric([value.value], count)
         yield jobs
 
-        up = GaugeMetricFamily(
-            "flink_probe_target_up",
-            "1 if the last overview request to the target's cluster got a well-formed answer.",
-            labels=["target"],
-        )
-        for name, health in self._targets().items():
-            up.add_metric([name], 1.0 if health.up else 0.0)
-        yield up
+        yield target_up(self._targets())
 
         store = self._book.health
         ownership = self._ownership
@@ -85,6 +78,18 @@ class StateCollector(Collector):
         )
         if ownership is not None:
             yield from _lease_families(ownership, self._wanted())
+
+
+def target_up(targets: Mapping[str, TargetHealth | None]) -> GaugeMetricFamily:
+    """``flink_probe_target_up`` of `targets` (None: not probed by this daemon, 0)."""
+    up = GaugeMetricFamily(
+        "flink_probe_target_up",
+        "1 if the last overview request to the target's cluster got a well-formed answer.",
+        labels=["target"],
+    )
+    for name, health in targets.items():
+        up.add_metric([name], 1.0 if health is not None and health.up else 0.0)
+    return up
 
 
 def _lease_families(ownership: Ownership, wanted: Iterable[str]) -> Iterator[Metric]:
@@ -163,14 +168,26 @@ class JobSeriesRenderer:
         self._labels: dict[str, str] = {}
         """Job id -> its label set (``JobSeriesRenderer._label_set``)."""
 
-    def chunks(self, openmetrics: bool = False, jobs_per_chunk: int = 256) -> Iterator[str]:
+    def chunks(
+        self,
+        openmetrics: bool = False,
+        jobs_per_chunk: int = 256,
+        records: Iterable[JobRecord] | None = None,
+    ) -> Iterator[str]:
         """The text in pieces of a few hundred Jobs, family after family: a server can send
         each before the next is made, so a large scrape never holds the whole body and the
-        event loop gets a turn between pieces."""
+        event loop gets a turn between pieces.
+
+        `records`: the Jobs to show (``GET /probe``: one target's); default every exposed Job.
+        """
         now = self._clock()
-        shown = [r for r in list(self._book.exposed.values()) if self._shown(r, now)]
-        for gone in self._labels.keys() - {record.job.id for record in shown}:
-            del self._labels[gone]
+        every = records is None
+        if records is None:
+            records = list(self._book.exposed.values())
+        shown = [r for r in records if self._shown(r, now)]
+        if every:  # only a whole scrape tells which Jobs are gone
+            for gone in self._labels.keys() - {record.job.id for record in shown}:
+                del self._labels[gone]
         labels: list[str] = []  # made piece by piece too, with the first family's pieces
         for family, lines in (
             (RESTARTS, _restarts_line),

@@ -19,6 +19,7 @@ from probe._core.model import Job, format_rfc3339
 from probe._version import __version__
 
 OPENAPI_PATH: Final = "/api/openapi.json"
+PROBE_PATH: Final = "/probe"
 JOBS_PATH: Final = "/api/v1/namespaces/{namespace}/jobs"
 JOB_PATH: Final = "/api/v1/namespaces/{namespace}/jobs/{jobId}"
 WRITE_METHODS: Final = ("post", "put", "patch", "delete")
@@ -140,9 +141,17 @@ def _errors(*statuses: int) -> dict[str, Any]:
 def _error_responses() -> dict[str, Any]:
     responses = {}
     for status, description in (
+        (400, "a parameter is wrong: the message says which"),
         (401, "credentials are missing or wrong (only when server.web_config sets users)"),
+        (
+            403,
+            "the target matches no pattern of enrollment.allow (or enrollment is off);"
+            " no request is sent to it",
+        ),
         (404, "no such Job in this namespace, or no such path"),
         (405, "Jobs are managed by flink-probe alone: the API is read-only"),
+        (409, "the name is another target's, or the target is enrolled under another name"),
+        (429, "enrollment.max_targets targets are enrolled, and this one is new"),
     ):
         response = _json(_ref("Error"), description)
         if status == 405:
@@ -173,6 +182,33 @@ def _read_only(path_name: str) -> dict[str, Any]:
     }
 
 
+def _probe_parameters() -> list[dict[str, Any]]:
+    name = {"type": "string", "pattern": "^[A-Za-z0-9_.-]*$"}
+
+    def query(key: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": key, "in": "query", "schema": schema, "description": description}
+
+    return [
+        {
+            **query(
+                "target",
+                {"type": "string", "minLength": 1},
+                "the Flink REST URL (http(s)://host:port/path/, or host:port); never with"
+                " credentials",
+            ),
+            "required": True,
+        },
+        query("namespace", name, "namespace of the Jobs found there (default: default)"),
+        query(
+            "deployment",
+            {"type": "string"},
+            "their deployment name (default: each Flink job's own name)",
+        ),
+        query("name", name, "the target's name (default: host:port and path of the URL)"),
+        query("profile", name, "an enrollment.profiles entry: credentials and TLS"),
+    ]
+
+
 def _paths() -> dict[str, Any]:
     namespace = {"$ref": "#/components/parameters/namespace"}
     job_id = {"$ref": "#/components/parameters/jobId"}
@@ -200,6 +236,27 @@ def _paths() -> dict[str, Any]:
                         "content": {"text/plain": text, "application/openmetrics-text": text},
                     },
                     **_errors(401),
+                },
+            }
+        },
+        PROBE_PATH: {
+            "get": {
+                "operationId": "probe",
+                "summary": "One target's series; the first scrape of an allowed URL enrolls it",
+                "description": "The multi-target exporter pattern: the per-Job families of"
+                " /metrics for the target's Jobs plus flink_probe_target_up, from the cache. A"
+                " URL that configuration, a targets file or http_sd declares is answered as"
+                " that target; a new one that matches enrollment.allow is enrolled and probed"
+                " from then on (the answer waits for its first round, at most"
+                " enrollment.first_wait). Format and content types as /metrics (no gzip).",
+                "tags": ["metrics"],
+                "parameters": _probe_parameters(),
+                "responses": {
+                    "200": {
+                        "description": "the target's series",
+                        "content": {"text/plain": text, "application/openmetrics-text": text},
+                    },
+                    **_errors(400, 401, 403, 404, 409, 429),
                 },
             }
         },

@@ -1,8 +1,9 @@
 """The daemon's HTTP server (aiohttp.web, in the probe loop's event loop).
 
 ``/metrics`` streams the per-Job series and the registry piece by piece (OpenMetrics when the
-scraper asks for it, gzip when it accepts it); ``/healthz`` and ``/readyz`` answer for
-orchestration; the Job API is read-only.
+scraper asks for it, gzip when it accepts it); ``/probe?target=`` answers one target's series,
+enrolling it first if it is new (the multi-target exporter pattern); ``/healthz`` and
+``/readyz`` answer for orchestration; the Job API is read-only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import itertools
 import json
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -19,14 +20,18 @@ import anyio
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from probe._core.model import InvalidJobId, canonical_job_id
 from probe._runtime.book import JobBook
 from probe._runtime.catalog import JobCatalog
+from probe._runtime.scheduler import TargetHealth
+from probe._targets import Decision
 from probe._version import __version__
-from probe._web.metrics import JobSeriesRenderer
-from probe._web.openapi import OPENAPI_PATH, openapi_json
+from probe._web.metrics import JobSeriesRenderer, target_up
+from probe._web.openapi import OPENAPI_PATH, PROBE_PATH, openapi_json
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -58,6 +63,18 @@ class Liveness:
         return self.silence() > self.stale_after()
 
 
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """What ``GET /probe`` consults (set by the daemon)."""
+
+    enroll: Callable[[Mapping[str, str]], Decision]
+    """Decides a scrape from its query (`probe._runtime.targets.TargetSources.enroll`)."""
+    first_round: Callable[[str], Awaitable[None]]
+    """Returns once the named target's first round is in the book (the caller bounds it)."""
+    health: Callable[[str], TargetHealth | None]
+    """The named target's health, if this daemon probes it."""
+
+
 def json_response(status: int, body: Any) -> web.Response:
     return web.Response(
         status=status,
@@ -73,6 +90,7 @@ def error(status: int, message: str) -> web.Response:
 INDEX = """<!doctype html><html><head><title>flink-probe</title></head><body>
 <h1>flink-probe {version}</h1><ul>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics</li>
+<li><code>/probe?target=&lt;url&gt;</code>: one Flink cluster's series (multi-target pattern)</li>
 <li><a href="/api/v1/namespaces/default/jobs">/api/v1/namespaces/default/jobs</a>: Job resources
 (namespace <code>default</code>)</li>
 <li><a href="/healthz">/healthz</a>: liveness</li>
@@ -90,14 +108,17 @@ class Api:
         liveness: Liveness,
         job_series: JobSeriesRenderer,
         catalog: JobCatalog | None = None,
+        enrollment: Enrollment | None = None,
     ) -> None:
-        """``catalog``: the Jobs the API serves (default: the book's)."""
+        """``catalog``: the Jobs the API serves (default: the book's); ``enrollment``: what
+        ``/probe`` consults (None: it answers 404)."""
         self.job_series = job_series
         """Replaced by the daemon when a reload changes ``probe.metrics_retention``."""
         self.book = book
         self.catalog = catalog or JobCatalog(book)
         self.registry = registry
         self.liveness = liveness
+        self.enrollment = enrollment
 
     def app(self, middlewares: Iterable[Middleware] = ()) -> web.Application:
         # `middlewares` (authentication) run first: a request without credentials learns
@@ -105,6 +126,7 @@ class Api:
         app = web.Application(middlewares=[*middlewares, _json_errors])
         app.router.add_get("/", self.index)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get(PROBE_PATH, self.probe)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get(OPENAPI_PATH, self.openapi)
@@ -155,6 +177,36 @@ class Api:
         await response.write_eof()
         return response
 
+    async def probe(self, request: web.Request) -> web.Response:
+        """One target's series (the per-Job families and ``flink_probe_target_up``), from the
+        cache; the first scrape of an allowed new URL enrolls it and waits for its first round,
+        at most ``enrollment.first_wait``."""
+        if self.enrollment is None:
+            return error(404, "/probe is not served here")
+        decision = self.enrollment.enroll(request.query)
+        if decision.outcome == "refused" or decision.target is None:
+            return error(decision.status, decision.message)
+        name = decision.target.name
+        if decision.outcome == "enrolled":
+            with anyio.move_on_after(decision.wait) as waiting:
+                await self.enrollment.first_round(name)
+            if not waiting.cancelled_caught:
+                # The round's values are shown once durable; a commit cut short would leave
+                # them written but never shown.
+                with anyio.CancelScope(shield=True):
+                    await self.book.commit()
+        records = await self.catalog.records()
+        mine = [record for record in list(records.values()) if record.job.target == name]
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        # The per-Job families first: OpenMetrics ends with the encoder's "# EOF".
+        series = "".join(self.job_series.chunks(openmetrics, records=mine))
+        up = CollectorRegistry(auto_describe=False)
+        up.register(_Families([target_up({name: self.enrollment.health(name)})]))
+        return web.Response(
+            body=series.encode() + encoder(up), headers={"Content-Type": content_type}
+        )
+
     async def openapi(self, request: web.Request) -> web.Response:
         return web.Response(text=openapi_json(), content_type="application/json")
 
@@ -204,6 +256,16 @@ class Api:
 
     async def read_only(self, request: web.Request) -> web.Response:
         return error(405, "Job resources are managed by flink-probe alone: the API is read-only")
+
+
+class _Families(Collector):
+    """Metric families made for one answer, as a registry's collector."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
 
 
 @web.middleware

@@ -63,23 +63,38 @@ def test_state_diagram_is_generated_from_the_transition_table() -> None:
 
 
 def model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds (itself, optional, or the items of a list), if any."""
+    """The model a field holds (itself, optional, or the items of a list or a mapping), if any."""
     for candidate in (annotation, *get_args(annotation)):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None
 
 
+def keys_of(model: type[BaseModel], prefix: str) -> dict[str, type[BaseModel] | None]:
+    """The keys of `model` after `prefix`, with the model of each value that has keys of its
+    own; the entries of a mapping of models (`enrollment.profiles`) as `<name>`."""
+    keys: dict[str, type[BaseModel] | None] = {}
+    for key, field in model.model_fields.items():
+        value_model = model_in(field.annotation)
+        if get_origin(field.annotation) is dict and value_model is not None:
+            keys |= keys_of(value_model, f"{prefix}{key}.<name>.")
+        else:
+            keys[prefix + key] = value_model
+    return keys
+
+
 def config_keys() -> dict[str, type[BaseModel] | None]:
     """Every key of the configuration file as the README names it (`probe.interval`,
-    `targets[].url`), with the model of its value when that has keys of its own."""
+    `targets[].url`, `targets_refresh`), with the model of its value when that has keys of its
+    own."""
     keys: dict[str, type[BaseModel] | None] = {}
     for name, field in Config.model_fields.items():
         section_model = model_in(field.annotation)
-        assert section_model is not None, f"{name} is not a section"
-        prefix = f"{name}[]." if get_origin(field.annotation) is list else f"{name}."
-        for key, value in section_model.model_fields.items():
-            keys[prefix + key] = model_in(value.annotation)
+        if section_model is None:
+            keys[name] = None  # a top-level value: targets_files, targets_refresh
+        else:
+            list_of = get_origin(field.annotation) is list
+            keys |= keys_of(section_model, f"{name}[]." if list_of else f"{name}.")
     return keys
 
 

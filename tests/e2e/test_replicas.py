@@ -88,8 +88,14 @@ class Fleet:
     replicas: list[Replica] = field(default_factory=list)
 
     def config(
-        self, instance: str, targets: list[dict[str, object]], **state: object
+        self,
+        instance: str,
+        targets: list[dict[str, object]],
+        settings: dict[str, object] | None = None,
+        **state: object,
     ) -> dict[str, Any]:
+        """A replica's configuration: `targets`, other top-level keys from `settings`, and the
+        `state` keys over the fleet's."""
         password_file = self.directory / "db-password"
         password_file.write_text(self.database.password)
         config = daemon_config(
@@ -103,11 +109,17 @@ class Fleet:
             "max_clock_skew": "50ms",
             **state,
         }
-        return config
+        return {**config, **(settings or {})}
 
-    def start(self, instance: str, targets: list[dict[str, object]], **state: object) -> Replica:
+    def start(
+        self,
+        instance: str,
+        targets: list[dict[str, object]],
+        settings: dict[str, object] | None = None,
+        **state: object,
+    ) -> Replica:
         process = DaemonProcess(
-            self.config(instance, targets, **state), self.directory / f"{instance}.yaml"
+            self.config(instance, targets, settings, **state), self.directory / f"{instance}.yaml"
         )
         replica = Replica(instance, process)
         self.replicas.append(replica)
@@ -367,3 +379,31 @@ def test_three_replicas_share_thirty_targets_and_take_over_a_stopped_ones_at_onc
     acquired = max(b.logged_at("lease acquired") + c.logged_at("lease acquired"))
     # Within one claim period, plus the time a claim takes on a busy machine.
     assert acquired - released <= INTERVAL + 0.2
+
+
+def test_targets_from_a_shared_targets_file_are_leased_like_configured_ones(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    clusters = [FakeCluster(), FakeCluster()]
+    jids = [cluster.submit(f"job-{index}") for index, cluster in enumerate(clusters)]
+    with serve_in_thread(clusters[0]) as one, serve_in_thread(clusters[1]) as two:
+        names = [f"127.0.0.1:{server.port}" for server in (one, two)]
+        targets_file = tmp_path / "flink.json"
+        targets_file.write_text(json.dumps([{"targets": [one.url, two.url]}]))
+        settings: dict[str, object] = {"targets_files": [str(targets_file)]}
+        a = fleet.start("a", [], settings)
+        b = fleet.start("b", [], settings)
+
+        def split() -> bool:
+            holders = [[r.name for r in (a, b) if r.holds(name)] for name in names]
+            return sorted(map(len, holders)) == [1, 1] and a.held() == b.held() == 1
+
+        wait_until_sync(split, "each file target held by one replica, one each", WAIT)
+
+        def served_everywhere() -> bool:
+            return all(r.process.client.job(dashed(jid)) for r in (a, b) for jid in jids)
+
+        wait_until_sync(served_everywhere, "both replicas to serve both Jobs", WAIT)
+
+        assert a.process.terminate() == 0
+        wait_until_sync(lambda: b.held() == 2, "b to take a's file target over", WAIT)

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -138,14 +138,22 @@ def start_prometheus(
     prometheus_installed: None, tmp_path: Path
 ) -> Iterator[Callable[..., Prometheus]]:
     """A factory: `start_prometheus("127.0.0.1:9100", metrics_path="/metrics")` returns a running
-    Prometheus that scrapes that target every second; all are stopped after the test."""
+    Prometheus that scrapes that target every second (or runs `scrape_config=`, a scrape job of
+    its own); all are stopped after the test."""
     started: list[Prometheus] = []
 
     def start(
-        target: str, *, metrics_path: str = "/metrics", wait_for_target: bool = True
+        target: str,
+        *,
+        metrics_path: str = "/metrics",
+        wait_for_target: bool = True,
+        scrape_config: Mapping[str, Any] | None = None,
     ) -> Prometheus:
         server = Prometheus(
-            tmp_path / f"prometheus-{len(started)}", target, metrics_path=metrics_path
+            tmp_path / f"prometheus-{len(started)}",
+            target,
+            metrics_path=metrics_path,
+            scrape_config=scrape_config,
         )
         started.append(server)
         return server.start(wait_for_target=wait_for_target)

@@ -2,7 +2,8 @@
 
 - `ProbeDaemon(workdir, flink_url, ...)`: writes `<workdir>/config.yaml` (server on a free
   port of 127.0.0.1, SQLite state and log in `workdir`, probing every 0.5 s, the target's lags
-  set to the harness cluster's real bounds), starts the daemon with this interpreter, and
+  set to the harness cluster's real bounds; no target for a `flink_url` of None, and any other
+  top-level keys from `settings`), starts the daemon with this interpreter, and
   reads its API and `/metrics`. `kill9()`, `terminate()` (exit 0 asserted) and `restart()`
   (same configuration, same state file, same port). A context manager: on the way out a daemon
   still running is stopped, and if the block failed, the end of its log is printed (pytest
@@ -94,11 +95,12 @@ class ProbeDaemon:
     def __init__(
         self,
         workdir: Path,
-        flink_url: str,
+        flink_url: str | None,
         *,
         discover: bool = True,
         jobs: Sequence[Mapping[str, object]] = (),
         not_found_grace: int = 3,
+        settings: Mapping[str, object] | None = None,
     ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,9 @@ class ProbeDaemon:
         self.port = free_port()
         self.config = daemon_config(
             self.state_path,
-            [
+            []
+            if flink_url is None
+            else [
                 target(
                     TARGET,
                     flink_url,
@@ -125,6 +129,7 @@ class ProbeDaemon:
             start_timeout="5m",
         )
         self.config["logging"]["level"] = "debug"
+        self.config.update(settings or {})
         write_config(self.config_path, self.config)
         self.client = LoopbackProbeClient(f"http://{LOOPBACK}:{self.port}")
         self.process: ManagedProcess | None = None

@@ -1,4 +1,5 @@
-"""A real Prometheus server (Debian's `prometheus` package) that scrapes one target every second.
+"""A real Prometheus server (Debian's `prometheus` package) that scrapes one target every second
+(or runs a scrape job it is given, such as one with `file_sd_configs`).
 
 Own config and TSDB folder in a work folder, listening on 127.0.0.1 at a free port, started and
 stopped by pid. Also `promtool_check_metrics`, Prometheus's own linter for exposition text.
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -52,7 +54,8 @@ def promtool_check_metrics(exposition: str) -> str:
 
 
 class Prometheus(Service):
-    """Scrapes `target` ("host:port") at `metrics_path` every second, as job `flink-probe`."""
+    """Scrapes `target` ("host:port") at `metrics_path` every second, as job `flink-probe`; or,
+    with `scrape_config`, runs that scrape job instead (every second too, unless it says)."""
 
     def __init__(
         self,
@@ -61,11 +64,17 @@ class Prometheus(Service):
         *,
         metrics_path: str = "/metrics",
         port: int | None = None,
+        scrape_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.target = target
         self.metrics_path = metrics_path
         self.port = port if port is not None else free_port()
+        self.scrape_config = scrape_config or {
+            "job_name": SCRAPE_JOB,
+            "metrics_path": metrics_path,
+            "static_configs": [{"targets": [target]}],
+        }
         self.process: ManagedProcess | None = None
 
     @property
@@ -84,13 +93,7 @@ class Prometheus(Service):
                         "scrape_timeout": "1s",
                         "evaluation_interval": "1s",
                     },
-                    "scrape_configs": [
-                        {
-                            "job_name": SCRAPE_JOB,
-                            "metrics_path": self.metrics_path,
-                            "static_configs": [{"targets": [self.target]}],
-                        }
-                    ],
+                    "scrape_configs": [dict(self.scrape_config)],
                 },
                 sort_keys=False,
             )

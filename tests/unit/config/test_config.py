@@ -16,6 +16,7 @@ from tls_helpers import Authority
 
 from probe._cogs.credentials import BasicCredentials, BearerToken
 from probe._config import Config, ConfigError, JobConfig, TargetConfig, dump_effective, load_config
+from probe._config.discovery import ProfileConfig, TargetsHttpConfig
 from probe._config.models import ProbeConfig, ServerConfig
 from probe._config.redaction import redacted_dict
 from probe._config.units import format_byte_size, format_duration, parse_byte_size, parse_duration
@@ -498,7 +499,8 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
             {},
             [
                 "config file flink-probe.yaml: top level must be a mapping of sections"
-                " (server, probe, state, logging, targets, jobs), got a list"
+                " (server, probe, state, logging, targets, jobs, targets_files,"
+                " targets_refresh, targets_http, enrollment), got a list"
             ],
             id="top-level-list",
         ),
@@ -780,6 +782,72 @@ def test_environment_overrides_the_sidecar_default() -> None:
     assert config.targets[0].metrics_max_age == 12.0
 
 
+def test_environment_sets_the_keys_of_targets_that_come_and_go() -> None:
+    config = load_text(
+        "targets_http: {url: 'http://sd.example/targets'}\n",
+        {
+            "FLINK_PROBE_TARGETS_REFRESH": "5s",
+            "FLINK_PROBE_TARGETS_FILES": '["/srv/targets/*.json"]',
+            "FLINK_PROBE_TARGETS_HTTP__REFRESH": "1m",
+            "FLINK_PROBE_ENROLLMENT__ALLOW": '["http://jm-[a-z]+:8081/"]',
+            "FLINK_PROBE_ENROLLMENT__TTL": "1h",
+        },
+    )
+
+    assert config.targets_refresh == 5.0
+    assert config.targets_files == ["/srv/targets/*.json"]
+    assert config.targets_http == TargetsHttpConfig(url="http://sd.example/targets", refresh=60.0)
+    assert config.enrollment.allows("http://jm-orders:8081/", "jm-orders:8081")
+    assert config.enrollment.ttl == 3600.0
+
+
+def test_http_sd_may_be_set_by_the_environment_alone() -> None:
+    config = load_text("", {"FLINK_PROBE_TARGETS_HTTP__URL": "http://sd.example/targets"})
+
+    assert config.targets_http == TargetsHttpConfig(url="http://sd.example/targets")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        (
+            {"FLINK_PROBE_TARGETS_HTTP": "http://sd.example/"},
+            "FLINK_PROBE_TARGETS_HTTP: set one key, e.g. FLINK_PROBE_TARGETS_HTTP__URL",
+        ),
+        (
+            {"FLINK_PROBE_TARGETS_FILES": "/srv/targets/*.json"},
+            "FLINK_PROBE_TARGETS_FILES: invalid JSON: Expecting value: line 1 column 1 (char 0)",
+        ),
+        (
+            {"FLINK_PROBE_ENROLLMENT__PROFILES": "[]"},
+            "FLINK_PROBE_ENROLLMENT__PROFILES: must be a JSON object, got a list",
+        ),
+        (
+            {"FLINK_PROBE_TARGETS_REFRESH": "0s"},
+            "targets_refresh: must be at least 1ms (from FLINK_PROBE_TARGETS_REFRESH)",
+        ),
+    ],
+)
+def test_environment_mistakes_about_dynamic_targets_are_one_line(
+    environ: dict[str, str], expected: str
+) -> None:
+    assert error_lines("", environ) == [expected]
+
+
+def test_relative_targets_globs_are_taken_from_the_config_files_directory(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    path = Path("etc/flink-probe.yaml")  # relative to the working directory, tmp_path
+    path.write_text("targets_files: [targets/*.yml, /srv/targets/*.json, '~/targets/*.yaml']\n")
+
+    config = load_config(path, environ={})
+
+    assert config.targets_files == [
+        f"{tmp_path}/etc/targets/*.yml",
+        "/srv/targets/*.json",
+        "~/targets/*.yaml",
+    ]
+
+
 @pytest.mark.parametrize(
     ("state_directory", "path", "expected"),
     [
@@ -1005,6 +1073,14 @@ def test_the_example_file_loads(tmp_path: Path) -> None:
         ("prod", "orders"),
         ("prod", "payments"),
     ]
+    assert config.targets_files == [f"{tmp_path}/targets/*.yml"]
+    profiles = config.enrollment.profiles
+    assert profiles["internal-ca"].template.credentials() == BasicCredentials(
+        "flink-probe", "example-password"
+    )
+    assert profiles["internal-ca"].template.ssl_context is not None
+    assert profiles["oauth"].template.credentials() == BearerToken("example-token")
+    assert profiles["oauth-env"].template.credentials() == BearerToken("example-env-token")
 
 
 def _missing_keys(model: type[BaseModel], shown: list[Mapping[str, Any]], where: str) -> list[str]:
@@ -1043,6 +1119,12 @@ def test_the_example_files_show_every_key() -> None:
         _missing_keys(Config, [example, postgresql], "")
         + _missing_keys(TargetConfig, example["targets"], "targets[].")
         + _missing_keys(JobConfig, example["jobs"], "jobs[].")
+        + _missing_keys(TargetsHttpConfig, [example["targets_http"]], "targets_http.")
+        + _missing_keys(
+            ProfileConfig,
+            list(example["enrollment"]["profiles"].values()),
+            "enrollment.profiles.<name>.",
+        )
     )
 
     assert missing == ["state.password_env"]  # named in the comment beside password_file
@@ -1073,6 +1155,19 @@ def test_dump_redacts_header_values_and_url_passwords() -> None:
     assert config.targets[1].headers["Authorization"] == "Bearer t0ken"
 
 
+def test_dump_redacts_a_password_in_the_http_sd_url() -> None:
+    config = load_text("targets_http: {url: 'https://sd:s3cret@sd.example/targets?team=a'}\n")
+
+    dumped = dump_effective(config)
+
+    assert "s3cret" not in dumped
+    assert (
+        yaml.safe_load(dumped)["targets_http"]["url"] == "https://sd:***@sd.example/targets?team=a"
+    )
+    assert config.targets_http is not None
+    assert config.targets_http.url == "https://sd:s3cret@sd.example/targets?team=a"
+
+
 def test_dump_writes_durations_and_sizes_as_people_do() -> None:
     config = load_text("probe: {interval: 1.5, timeout: 0.5, max_body_bytes: 524288}")
 
@@ -1087,6 +1182,7 @@ def test_the_dump_of_a_config_without_secrets_loads_back_as_the_same_config() ->
         EXAMPLE,
         environ={
             "FLINK_PROBE_TARGETS": '[{"name": "prod", "url": "http://prod:8081"}]',
+            "FLINK_PROBE_ENROLLMENT__PROFILES": "{}",
             "FLINK_PROBE_PROBE__INTERVAL": "2.5s",
             "FLINK_PROBE_PROBE__TIMEOUT": "700ms",
         },

@@ -6,36 +6,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
-from probe._config.discovery import (
-    DEFAULT_TARGETS_REFRESH,
-    EnrollmentConfig,
-    TargetsGlob,
-    TargetsHttpConfig,
-)
+from probe._config import Config
+from probe._config.discovery import EnrollmentConfig, TargetsHttpConfig
 from probe._config.errors import error_lines
-from probe._config.models import _Section
-from probe._config.units import PositiveDuration
-
-
-class Wired(_Section):
-    """The keys as `Config` takes them."""
-
-    targets_files: list[TargetsGlob] = Field(default_factory=list)
-    targets_http: TargetsHttpConfig | None = None
-    targets_refresh: PositiveDuration = DEFAULT_TARGETS_REFRESH
-    enrollment: EnrollmentConfig = Field(default_factory=EnrollmentConfig)
 
 
 def lines(data: dict[str, Any], environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ValidationError) as raised:
-        Wired.model_validate(data, context={"environ": environ or {}})
+        Config.model_validate(data, context={"environ": environ or {}})
     return error_lines(raised.value)
 
 
 def test_defaults_leave_enrollment_off() -> None:
-    wired = Wired()
+    wired = Config()
 
     assert wired.targets_files == []
     assert wired.targets_http is None
@@ -51,7 +36,7 @@ def test_defaults_leave_enrollment_off() -> None:
 
 
 def test_settings_read_as_in_a_file() -> None:
-    wired = Wired.model_validate(
+    wired = Config.model_validate(
         {
             "targets_files": ["/etc/flink-probe/targets/*.yml"],
             "targets_http": {"url": "https://sd.example/targets?team=a", "refresh": "1m"},
