@@ -26,7 +26,6 @@ from probe._config.models import (
     TlsConfig,
     _name,
     _normalise_url,
-    _refuse_inline_secret,
     _Section,
 )
 from probe._config.redaction import redact_url
@@ -130,11 +129,7 @@ class ProfileConfig(_Section):
     bearer_token_env: EnvName | None = None
     _template: TargetConfig = PrivateAttr()
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_token(cls, data: object) -> object:
-        _refuse_inline_secret(cls, data, "bearer_token")
-        return data
+    inline_secret = "bearer_token"
 
     @model_validator(mode="after")
     def _as_target(self, info: ValidationInfo) -> ProfileConfig:

@@ -8,7 +8,7 @@ import re
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from pydantic import (
@@ -72,6 +72,19 @@ Name = Annotated[str, BeforeValidator(_name)]
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    inline_secret: ClassVar[str | None] = None
+    """A key of the section that never holds a value: ``<key>_file`` or ``<key>_env`` names it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_secret(cls, data: object) -> object:
+        key = cls.inline_secret
+        if key is not None and isinstance(data, Mapping) and key in data:
+            # The value is not quoted back: it is the secret.
+            message = f"secrets are never written in the configuration: use {key}_file or {key}_env"
+            raise located_error(cls, [((key,), message, None)])
+        return data
+
 
 def _non_empty_path(value: object) -> object:
     if isinstance(value, str) and not value.strip():
@@ -88,13 +101,6 @@ def _environ(info: ValidationInfo) -> Mapping[str, str]:
     context = info.context if isinstance(info.context, Mapping) else {}
     environ: Mapping[str, str] = context.get("environ", os.environ)
     return environ
-
-
-def _refuse_inline_secret(model: type[BaseModel], data: object, key: str) -> None:
-    if isinstance(data, Mapping) and key in data:
-        # The value is not quoted back: it is the secret.
-        message = f"secrets are never written in the configuration: use {key}_file or {key}_env"
-        raise located_error(model, [((key,), message, None)])
 
 
 def _read_secret(model: BaseModel, key: str, info: ValidationInfo, *, required: bool) -> str | None:
@@ -261,11 +267,7 @@ class StateConfig(_Section):
     restart rule's windows by it, and a lease is given up this much before it expires."""
     _password: str | None = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: object) -> object:
-        _refuse_inline_secret(cls, data, "password")
-        return data
+    inline_secret = "password"
 
     @model_validator(mode="after")
     def _check_location(self, info: ValidationInfo) -> StateConfig:
@@ -383,11 +385,7 @@ class BasicAuthConfig(_Section):
     """An environment variable holding the password."""
     _password: str = PrivateAttr(default="")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_password(cls, data: object) -> object:
-        _refuse_inline_secret(cls, data, "password")
-        return data
+    inline_secret = "password"
 
     @field_validator("username")
     @classmethod
@@ -438,11 +436,7 @@ class TargetConfig(_Section):
     """An environment variable holding that token."""
     _bearer_token: str | None = PrivateAttr(default=None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _no_inline_token(cls, data: object) -> object:
-        _refuse_inline_secret(cls, data, "bearer_token")
-        return data
+    inline_secret = "bearer_token"
 
     @model_validator(mode="after")
     def _check_security(self, info: ValidationInfo) -> TargetConfig:

@@ -2,7 +2,7 @@
 
 The store knows nothing of the Job model. The daemon hands it whole documents, once per
 probe round, as one batch; a batch is one transaction. A value is exposed (API, metrics)
-only after the batch holding it was written (DESIGN.md, "Restart accounting"), so every
+only after the batch holding it was written (docs/design.md, "Commit before expose"), so every
 commit is synced to disk (``synchronous=FULL``) before ``write_batch`` returns.
 
 One process owns the file at a time: an ``flock`` on a sibling ``.lock`` file, held for the
