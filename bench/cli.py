@@ -2,7 +2,12 @@
 
 Full run (about 8 minutes): 1,000 and 10,000 STARTED jobs over 100 targets at a 10 s interval,
 5 intervals per window, a py-spy profile at 10k, start-up from a store of 10k Jobs.
-``--quick`` (CI smoke test, well under a minute): 200 jobs over 10 targets at 1 s, 3 intervals.
+``--store postgresql|both`` runs each scenario on the run's private PostgreSQL server (or on
+SQLite, then on it); ``--replicas N`` adds N daemons sharing one database with N x the
+targets and jobs; ``--targets-files N`` instead times start-up and re-reads with N targets in
+file_sd files.
+``--quick`` (CI smoke test, well under a minute): 200 jobs over 10 targets at 1 s, 3 intervals,
+then two replicas on PostgreSQL when a server is installed.
 Exit code 0 once every scenario ran, whatever the figures; 1 if something could not run.
 """
 
@@ -10,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +32,10 @@ from typing import Any
 
 from . import code, report
 from .machine import Machine, pick_cores
+from .replicas import ReplicasRun
 from .run import Options, Scenario, ScenarioRun
+from .subject import StoreKind
+from .targetfiles import TargetFilesRun, TargetFilesScenario
 from .tier import ServerKind, nginx_binary
 
 FULL = (
@@ -102,14 +112,65 @@ def build_parser() -> argparse.ArgumentParser:
         help="niceness added to the tier, floor and daemon (e.g. -10 on a shared machine)",
     )  # fmt: skip
     parser.add_argument(
-        "--code", metavar="REV",
-        help="measure probe/ as of this commit (git archive) instead of the working tree",
+        "--code", metavar="REV|DIR",
+        help="measure probe/ as of this commit (git archive), or the probe/ in DIR, instead of"
+        " the working tree",
     )  # fmt: skip
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgresql", "both"),
+        default="sqlite",
+        help="the daemon's store: SQLite, a private PostgreSQL server, or each in turn",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=1, metavar="N",
+        help="also N daemons sharing one PostgreSQL database, N x the targets and jobs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--targets-files", type=int, metavar="N",
+        help="instead: start-up and re-reads with N targets in file_sd files",
+    )  # fmt: skip
+    parser.add_argument("--files", type=int, default=10, help="files of --targets-files (10)")
+    parser.add_argument(
+        "--edits", type=int, default=3, help="re-reads of each kind, --targets-files (3)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser
 
 
-def scenarios(args: argparse.Namespace) -> list[Scenario]:
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse combinations that cannot run, in one line (exit code 2)."""
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
+    if args.replicas > 1 and args.store == "sqlite":
+        parser.error("--replicas needs --store postgresql or both (replicas share a database)")
+    if args.targets_files is not None and (args.targets_files < 1 or args.files < 1):
+        parser.error("--targets-files and --files must be at least 1")
+
+
+def _on_store(scenario: Scenario, store: StoreKind, named: bool) -> Scenario:
+    name = f"{scenario.name} {store}" if named else scenario.name
+    return replace(scenario, name=name, store=store)
+
+
+def _replicated(scenario: Scenario, replicas: int) -> Scenario:
+    """``replicas`` daemons on PostgreSQL, each with ``scenario``'s targets and jobs."""
+    return replace(
+        scenario,
+        name=f"{scenario.name} postgresql x{replicas}",
+        targets=scenario.targets * replicas,
+        jobs=scenario.jobs * replicas,
+        store="postgresql",
+        replicas=replicas,
+        startup=False,
+        profile=False,
+        floor_repeats=0,
+        renders=0,
+    )
+
+
+def scenarios(args: argparse.Namespace, postgresql: bool = True) -> list[Scenario]:
+    """The Job scenarios to run (``postgresql``: a server is installed, for ``--quick``)."""
     if args.jobs:
         chosen = [
             Scenario(
@@ -130,7 +191,18 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
         chosen = [replace(s, intervals=args.intervals) for s in chosen]
     if args.no_profile:
         chosen = [replace(s, profile=False) for s in chosen]
-    return chosen
+    stores: list[StoreKind] = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    on_stores = [
+        _on_store(s, store, named=store != "sqlite" or len(stores) > 1)
+        for s in chosen
+        for store in stores
+    ]
+    if args.replicas > 1:
+        return on_stores + [_replicated(s, args.replicas) for s in chosen]
+    if args.quick and postgresql:
+        # Counts of the targets handed over are read afresh every round: a short warm-up.
+        return on_stores + [replace(_replicated(s, 2), metrics_refresh=0.0) for s in chosen]
+    return on_stores
 
 
 def _server(choice: str, say: Callable[[str], None]) -> ServerKind:
@@ -144,8 +216,23 @@ def _server(choice: str, say: Callable[[str], None]) -> ServerKind:
     return "python"
 
 
+def _postgresql_for_quick(args: argparse.Namespace, say: Callable[[str], None]) -> bool:
+    """Whether ``--quick`` adds its PostgreSQL smoke test: without a server it says why and
+    does not, unless under CI (``CI=true``), where the run then fails."""
+    if not args.quick or os.environ.get("CI") == "true":
+        return True
+    from probe.testing.postgres import missing_reason
+
+    reason = missing_reason()
+    if reason is not None:
+        say(f"bench: no PostgreSQL smoke test: {reason}")
+    return reason is None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
 
     def say(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -188,25 +275,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         "code": code.describe(args.code, code_dir),
     }
     results: list[dict[str, Any]] = []
+    chosen = [] if args.targets_files else scenarios(args, _postgresql_for_quick(args, say))
+    runs = len(chosen) + (1 if args.targets_files else 0)
     try:
-        for scenario in scenarios(args):
-            directory = workdir / scenario.name
+        with contextlib.ExitStack() as stack:
+            database = None
+            if any(scenario.store == "postgresql" for scenario in chosen):
+                from .database import database_server
+
+                say("bench: starting a private PostgreSQL server")
+                database = stack.enter_context(database_server(workdir))
+            for scenario in chosen:
+                directory = workdir / scenario.name.replace(" ", "-")
+                directory.mkdir()
+                kind = ReplicasRun if scenario.replicas > 1 else ScenarioRun
+                run = kind(scenario, options, directory, say, database)
+                results.append(asyncio.run(run.run()))
+        if args.targets_files:
+            files_scenario = TargetFilesScenario(
+                f"{args.targets_files} targets in files",
+                targets=args.targets_files,
+                files=args.files,
+                interval=args.interval,
+                edits=args.edits,
+                profile=not args.no_profile,
+            )
+            directory = workdir / "targets-files"
             directory.mkdir()
-            run = ScenarioRun(scenario, options, directory, say)
-            results.append(asyncio.run(run.run()))
-    except (RuntimeError, OSError) as exc:
+            files_run = TargetFilesRun(files_scenario, options, directory, say)
+            results.append(asyncio.run(files_run.run()))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         say(f"bench: failed: {exc}")
         say(f"bench: files kept in {workdir}")
         return 1
     finally:
-        if not args.keep and results and len(results) == len(scenarios(args)):
+        if not args.keep and results and len(results) == runs:
             shutil.rmtree(workdir, ignore_errors=True)
     header["seconds"] = round(time.monotonic() - began, 1)
     print(_describe(header))
-    print(report.table(results))
-    profiles = report.profiles(results)
-    if profiles:
-        print(profiles)
+    print("\n\n".join(report.tables(results)))
     if args.json:
         args.json.write_text(json.dumps({**header, "results": results}, indent=1))
     if args.keep:

@@ -1,4 +1,5 @@
-"""Which daemon code is measured: the working tree, or ``probe/`` of a commit (``--code REV``).
+"""Which daemon code is measured: the working tree, ``probe/`` of a commit (``--code REV``), or
+a directory holding a ``probe/`` (``--code DIR``: a commit with a patch applied, say).
 
 A commit's ``probe/`` is extracted with ``git archive`` (read-only for the repository) into the
 bench's temporary directory and put ahead of the working tree on the daemon's ``PYTHONPATH``:
@@ -26,7 +27,10 @@ def _git(*command: str) -> str:
 
 
 def extract(revision: str, into: Path) -> Path:
-    """``probe/`` as of ``revision``, under ``into``; returns the directory to import from."""
+    """``probe/`` as of ``revision``, under ``into`` (or ``revision`` itself, a directory with
+    a ``probe/``); returns the directory to import from."""
+    if (Path(revision) / "probe").is_dir():
+        return Path(revision).resolve()
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", "--format=tar", revision, "probe"],
         capture_output=True,
@@ -41,16 +45,24 @@ def extract(revision: str, into: Path) -> Path:
 
 
 def digest(code: Path | None) -> str:
-    """A short digest of ``probe/*.py``: tells two measured versions apart."""
+    """A short digest of every ``probe/**/*.py``: tells two measured versions apart."""
     directory = (code or ROOT) / "probe"
     hasher = hashlib.sha256()
-    for path in sorted(directory.glob("*.py")):
-        hasher.update(path.name.encode() + b"\0" + path.read_bytes())
+    for path in sorted(directory.rglob("*.py")):
+        name = path.relative_to(directory).as_posix()
+        hasher.update(name.encode() + b"\0" + path.read_bytes())
     return hasher.hexdigest()[:12]
 
 
 def describe(revision: str | None, code: Path | None) -> dict[str, Any]:
     """The commit measured, and for the working tree the files of probe/ changed since it."""
+    if revision is not None and (Path(revision) / "probe").is_dir():
+        return {
+            "source": f"directory {code}",
+            "commit": None,
+            "probe_changed_since": [],
+            "probe_digest": digest(code),
+        }
     if revision is not None:
         return {
             "source": f"git archive {revision}",

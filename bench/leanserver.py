@@ -2,7 +2,9 @@
 
 ``python -m bench.leanserver --root WWW --ports P1,P2,...`` serves ``WWW/t<i>`` on the i-th
 port with HTTP/1.1 keep-alive: every answer is precomputed bytes, so a request costs a dict
-look-up and one write. It runs in its own process, pinned to the tier's core, like nginx.
+look-up and one write. With ``--prefixed`` every port serves every ``WWW/<name>`` under the
+path ``/<name>/`` (thousands of targets on a few ports). It runs in its own process, pinned to
+the tier's core, like nginx.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import asyncio
 import contextlib
 import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
+
+from .tier import target_name
 
 _JOB_PATH: Final = re.compile(rb"^/jobs/([0-9a-f]{32})(/metrics)?$")
 _NOT_FOUND: Final = b'{"errors":["Not found"]}'
@@ -56,9 +61,25 @@ class Site:
         return self.details.get(jid, self.not_found)
 
 
+class Prefixed:
+    """Every target's answers, by the first part of the path (``/<name>/jobs/...``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.sites = {d.name.encode(): Site(d) for d in root.iterdir() if d.is_dir()}
+        self.not_found = _response(b"404 Not Found", _NOT_FOUND)
+
+    def answer(self, target: bytes) -> bytes:
+        name, _, rest = target[1:].partition(b"/")
+        site = self.sites.get(name)
+        return self.not_found if site is None else site.answer(b"/" + rest)
+
+
+Answer = Callable[[bytes], bytes]
+
+
 class _Connection(asyncio.Protocol):
-    def __init__(self, site: Site) -> None:
-        self.site = site
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
 
@@ -75,19 +96,20 @@ class _Connection(asyncio.Protocol):
             request_line = self.buffer[: self.buffer.find(b"\r\n")]
             self.buffer = self.buffer[end + 4 :]
             parts = request_line.split(b" ")
-            answers.append(self.site.answer(parts[1]) if len(parts) == 3 else self.site.not_found)
+            answers.append(self.answer(parts[1] if len(parts) == 3 else b""))
         if answers:
             self.transport.write(b"".join(answers))
 
 
-async def serve(root: Path, ports: list[int]) -> None:
+async def serve(root: Path, ports: list[int], prefixed: bool) -> None:
     loop = asyncio.get_running_loop()
+    shared = Prefixed(root).answer if prefixed else None
     servers = []
     for index, port in enumerate(ports):
-        site = Site(root / f"t{index:03d}")
+        answer = shared or Site(root / target_name(index)).answer
         servers.append(
             await loop.create_server(
-                functools.partial(_Connection, site), "127.0.0.1", port, backlog=4096
+                functools.partial(_Connection, answer), "127.0.0.1", port, backlog=4096
             )
         )
     await asyncio.gather(*(server.serve_forever() for server in servers))
@@ -97,10 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.leanserver")
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--ports", required=True, help="comma-separated, one per target")
+    parser.add_argument("--prefixed", action="store_true", help="targets by path prefix")
     args = parser.parse_args()
     ports = [int(port) for port in args.ports.split(",")]
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.root, ports))
+        asyncio.run(serve(args.root, ports, args.prefixed))
 
 
 if __name__ == "__main__":

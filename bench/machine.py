@@ -86,6 +86,27 @@ def placement(cpu: int | None, nice: int) -> Callable[[], None] | None:
     return place
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_times(pid: int) -> tuple[float, float]:
+    """CPU seconds of a process, all threads: its own (utime + stime), and that of its
+    children it has reaped (cutime + cstime); clock-tick resolution."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3; utime, stime, cutime, cstime are 14 to 17.
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of ``pid``."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
 def thread_waits(pid: int) -> dict[int, int]:
     """Run-queue delay (ns) so far of every thread of ``pid``, by thread id (schedstat)."""
     waits = {}

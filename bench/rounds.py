@@ -52,7 +52,8 @@ def target_offset(name: str, interval: float) -> float:
     return interval * int.from_bytes(digest) / 2**64
 
 
-def _epoch(timestamp: str) -> float:
+def epoch(timestamp: str) -> float:
+    """Unix time of a log line's ISO 8601 ``timestamp``."""
     return datetime.fromisoformat(timestamp).timestamp()
 
 
@@ -96,7 +97,7 @@ class LogReader:
             self.rounds.append(
                 Round(
                     target=str(entry.get("target")),
-                    began=_epoch(str(entry["timestamp"])) - seconds,
+                    began=epoch(str(entry["timestamp"])) - seconds,
                     seconds=seconds,
                     jobs=int(entry.get("jobs", 0)),
                     requests=int(entry.get("requests", 0)),
@@ -108,7 +109,7 @@ class LogReader:
         elif event == "committed" and "timestamp" in entry:
             self.commits.append(
                 Commit(
-                    at=_epoch(str(entry["timestamp"])),
+                    at=epoch(str(entry["timestamp"])),
                     jobs=int(entry.get("jobs", 0)),
                     seconds=float(entry.get("seconds", 0.0)),
                 )
@@ -119,29 +120,40 @@ class LogReader:
     def first(self, event: str) -> float | None:
         for entry in self.events:
             if entry.get("event") == event and "timestamp" in entry:
-                return _epoch(str(entry["timestamp"]))
+                return epoch(str(entry["timestamp"]))
         return None
 
 
 class LagModel:
-    """Where every target's grid lies, from a quiet window's rounds (see the module text)."""
+    """Where every target's grid lies, from a quiet window's rounds (see the module text).
 
-    def __init__(self, interval: float, reference: Sequence[Round]) -> None:
+    ``per_target``: each target's grid has a start of its own, its least-late round's (the
+    loops of a replica start whenever it takes a lease, not all at once).
+    """
+
+    def __init__(self, interval: float, reference: Sequence[Round], per_target: bool = False):
         self.interval = interval
         self._offsets: dict[str, float] = {}
-        phases = [self._phase(r) for r in reference]
+        self.base = self._least_late([self._phase(r) for r in reference])
+        phases: dict[str, list[float]] = {}
+        if per_target:
+            for r in reference:
+                phases.setdefault(r.target, []).append(self._phase(r))
+        self._bases = {target: self._least_late(values) for target, values in phases.items()}
+
+    def _least_late(self, phases: Sequence[float]) -> float:
+        """The phase of zero lag among rounds whose phases cluster around it."""
         if not phases:
-            self.base = 0.0
-            return
-        # The rounds' phases cluster around start (mod interval): centre them on their
-        # circular mean, then the least-late one is the zero of lag.
+            return 0.0
+        interval = self.interval
+        # Centre the phases on their circular mean, then the least-late one is the zero.
         angle = math.atan2(
             sum(math.sin(2 * math.pi * p / interval) for p in phases),
             sum(math.cos(2 * math.pi * p / interval) for p in phases),
         )
         centre = (angle / (2 * math.pi) * interval) % interval
         deviations = [self._wrap(p - centre, interval / 2) for p in phases]
-        self.base = (centre + min(deviations)) % interval
+        return (centre + min(deviations)) % interval
 
     def _phase(self, round_: Round) -> float:
         offset = self._offsets.get(round_.target)
@@ -158,7 +170,8 @@ class LagModel:
             return round_.lag
         # A little below zero stays negative (clock noise) instead of wrapping to ~interval.
         margin = 0.05 * self.interval
-        return (self._phase(round_) - self.base + margin) % self.interval - margin
+        base = self._bases.get(round_.target, self.base)
+        return (self._phase(round_) - base + margin) % self.interval - margin
 
     def due(self, round_: Round) -> float:
         """The round's slot on its target's grid (``offset + base + k * interval``): every

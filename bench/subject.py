@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .machine import placement, thread_waits
+from .machine import cpu_times, placement, thread_waits
 from .tier import FakeTarget, job_name
 
 JobSource = Literal["discover", "static"]
+StoreKind = Literal["sqlite", "postgresql"]
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,23 +32,30 @@ def write_config(
     targets: list[FakeTarget],
     *,
     interval: float,
-    state_path: Path,
+    state: Mapping[str, str],
     port: int,
     source: JobSource,
     metrics_max_age: float | None = None,
+    metrics_refresh: float | None = None,
+    targets_files: Sequence[str] = (),
 ) -> None:
-    """A configuration for ``targets``: discovery of every job, or all of them declared."""
+    """A configuration for ``targets`` (and those of ``targets_files``): discovery of every
+    job, or all of them declared; ``state`` is its section (a SQLite file or a database)."""
     config: dict[str, Any] = {
         "server": {"listen": f"127.0.0.1:{port}"},
         # probe.timeout must not exceed the interval (the default 5s would, at 1s).
         "probe": {"interval": f"{interval:g}s", "timeout": f"{min(5.0, interval):g}s"},
-        "state": {"path": str(state_path)},
+        "state": dict(state),
         # debug: one `probe round` line per target and round, the source of the lag figures.
         "logging": {"level": "debug", "format": "json"},
         "targets": [
             {"name": t.name, "url": t.url, "discover": source == "discover"} for t in targets
         ],
     }
+    if metrics_refresh is not None:
+        config["probe"]["metrics_refresh"] = f"{metrics_refresh:g}s"
+    if targets_files:
+        config["targets_files"] = list(targets_files)
     if metrics_max_age is not None:
         for target in config["targets"]:
             target["metrics_max_age"] = f"{metrics_max_age:g}s"
@@ -62,6 +71,31 @@ def write_config(
         ]
     # JSON is YAML: a large configuration is written (and read) quickly.
     path.write_text(json.dumps(config, indent=1))
+
+
+def write_targets_file(path: Path, targets: Sequence[tuple[str, str]]) -> None:
+    """A file_sd JSON file listing ``targets`` (name, URL), one group each with its ``name``
+    label; written aside and renamed, as a careful tool does (never seen half-written)."""
+    groups = [
+        {"targets": [url], "labels": {"name": name, "namespace": "bench"}} for name, url in targets
+    ]
+    aside = path.with_name(path.name + ".tmp")  # not matched by the `*.json` glob
+    aside.write_text(json.dumps(groups, indent=1))
+    os.replace(aside, path)
+
+
+def write_targets_files(
+    directory: Path, targets: Sequence[tuple[str, str]], files: int
+) -> list[Path]:
+    """``targets`` (name, URL) spread over ``files`` file_sd files in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    per_file = math.ceil(len(targets) / files)
+    paths = []
+    for index in range(files):
+        path = directory / f"targets-{index:03d}.json"
+        write_targets_file(path, targets[index * per_file : (index + 1) * per_file])
+        paths.append(path)
+    return paths
 
 
 def daemon_command(config: Path, uvloop: bool) -> list[str]:
@@ -109,6 +143,8 @@ class DaemonProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         """Wall clock (time.time) just before the process was spawned."""
+        self.stop_sent_at: float | None = None
+        """Wall clock when SIGTERM was sent."""
 
     @property
     def base_url(self) -> str:
@@ -139,9 +175,7 @@ class DaemonProcess:
 
     def cpu_seconds(self) -> float:
         """utime + stime of the process, all threads (clock-tick resolution)."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the command name: state is field 3; utime and stime are fields 14 and 15.
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return cpu_times(self.pid)[0]
 
     def cpu_waits(self) -> dict[int, int]:
         """Per thread, how long it was runnable but waiting for a CPU (run-queue delay, ns):
@@ -156,19 +190,25 @@ class DaemonProcess:
                 values[key] = int(rest.split()[0])
         return Memory(rss_kib=values["VmRSS"], peak_kib=values["VmHWM"])
 
+    def terminate(self) -> None:
+        """Send SIGTERM (once), without waiting: `stop` waits."""
+        if self.process is not None and self.process.poll() is None and self.stop_sent_at is None:
+            self.stop_sent_at = time.time()
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> tuple[int | None, float]:
-        """SIGTERM, then wait: (exit code, seconds to exit)."""
+        """SIGTERM (unless `terminate` sent it), then wait: (exit code, seconds to exit)."""
         if self.process is None:
             return None, 0.0
-        began = time.monotonic()
+        self.terminate()
+        began = self.stop_sent_at or time.time()
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        return self.process.returncode, time.monotonic() - began
+        return self.process.returncode, time.time() - began
 
     def stderr_tail(self, chars: int = 3000) -> str:
         try:

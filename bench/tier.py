@@ -1,6 +1,8 @@
 """The fake Flink tier: static JSON files for T targets and N RUNNING jobs, served by nginx.
 
-Every target is one nginx ``server`` on a port of its own; its root holds ``overview.json``
+Every target is one nginx ``server`` on a port of its own (or, for thousands of targets, a few
+ports each serve many targets, told apart by a path prefix ``/t<i>/``); its root holds
+``overview.json``
 (the ``/jobs/overview`` answer, in the shape of a real Flink 2.3.0 answer), ``details/<jid>.json``
 (``/jobs/<jid>``) and ``metrics/<jid>.json`` (``/jobs/<jid>/metrics?get=numRestarts``, nginx
 ignores the query). Jobs are RUNNING with a fixed ``start-time``, so every Job the daemon makes
@@ -17,18 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from .machine import placement
+from .machine import children, placement
 
 ServerKind = Literal["nginx", "python"]
 
@@ -88,10 +92,12 @@ class FakeTarget:
     name: str
     port: int
     jids: tuple[str, ...]
+    path: str = "/"
+    """The REST API's prefix: ``/`` on a port of its own, ``/<name>/`` on a shared one."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
 
 def job_name(target: int, job: int) -> str:
@@ -126,12 +132,16 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def target_name(index: int) -> str:
+    return f"t{index:03d}"
+
+
 def write_tree(root: Path, targets: int, jobs: int) -> list[list[tuple[str, str]]]:
     """The files of every target under ``root/t<i>``; readable by nginx's unprivileged worker."""
     layout = plan(targets, jobs)
     unknown = json.dumps([]).encode()
     for index, entries in enumerate(layout):
-        directory = root / f"t{index:03d}"
+        directory = root / target_name(index)
         (directory / "details").mkdir(parents=True)
         (directory / "metrics").mkdir()
         overview = {"jobs": [_overview_entry(jid, name) for jid, name in entries]}
@@ -166,25 +176,40 @@ def _temp_path_directives(binary: str, workdir: Path) -> list[str]:
     return directives
 
 
-def nginx_config(
-    binary: str, workdir: Path, www: Path, targets: Sequence[FakeTarget], cpu: int | None
-) -> str:
-    servers = []
-    for index, target in enumerate(targets):
-        servers.append(
-            f"""
+def _nginx_server(port: int, root: Path, prefixed: bool) -> str:
+    """One ``server``: the files of ``root`` (of ``root/<target>`` by path prefix if
+    ``prefixed``)."""
+    target, first, job = ("/(t[0-9]+)", "/$1", "$2") if prefixed else ("", "", "$1")
+    return f"""
     server {{
-        listen 127.0.0.1:{target.port} backlog=4096;
-        root {www / f"t{index:03d}"};
-        location = /jobs/overview {{ try_files /overview.json =404; }}
-        location ~ "^/jobs/([0-9a-f]{{32}})$" {{ try_files /details/$1.json =404; }}
-        location ~ "^/jobs/([0-9a-f]{{32}})/metrics$" {{
-            try_files /metrics/$1.json /metrics-unknown.json;
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location ~ "^{target}/jobs/overview$" {{ try_files {first}/overview.json =404; }}
+        location ~ "^{target}/jobs/([0-9a-f]{{32}})$" {{
+            try_files {first}/details/{job}.json =404;
+        }}
+        location ~ "^{target}/jobs/([0-9a-f]{{32}})/metrics$" {{
+            try_files {first}/metrics/{job}.json {first}/metrics-unknown.json;
         }}
         location / {{ return 404 '{{"errors":["Not found"]}}'; }}
     }}"""
-        )
+
+
+def nginx_config(
+    binary: str, workdir: Path, www: Path, targets: Sequence[FakeTarget], cpu: int | None
+) -> str:
+    if any(target.path != "/" for target in targets):
+        ports = sorted({target.port for target in targets})
+        servers = [_nginx_server(port, www, prefixed=True) for port in ports]
+    else:
+        servers = [
+            _nginx_server(target.port, www / target.name, prefixed=False) for target in targets
+        ]
     affinity = f"worker_cpu_affinity {1 << cpu:b};" if cpu is not None else ""
+    # Cached files hold descriptors: half of them, so that accept() never runs out (tens of
+    # thousands of jobs' files would take every descriptor and hang new connections).
+    files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    files = files if files != resource.RLIM_INFINITY else 1 << 20
     user = "user root;" if os.geteuid() == 0 else ""
     temp_paths = "\n    ".join(_temp_path_directives(binary, workdir))
     return f"""# flink-probe benchmark: fake Flink tier (generated; started and stopped by bench)
@@ -193,6 +218,7 @@ master_process on;
 worker_processes 1;
 {affinity}
 {user}
+worker_rlimit_nofile {files};
 pid {workdir / "nginx.pid"};
 error_log {workdir / "nginx-error.log"} warn;
 events {{ worker_connections 4096; }}
@@ -202,7 +228,7 @@ http {{
     types {{ application/json json; }}
     sendfile on;
     tcp_nodelay on;
-    open_file_cache max=200000 inactive=600s;
+    open_file_cache max={max(1024, files // 2)} inactive=600s;
     keepalive_timeout 600s;
     keepalive_requests 100000000;
     {temp_paths}
@@ -212,7 +238,11 @@ http {{
 
 
 class FakeFlinkTier:
-    """Writes the files, starts the server pinned to ``cpu``, stops it by its pid."""
+    """Writes the files, starts the server pinned to ``cpu``, stops it by its pid.
+
+    ``ports``: how many ports serve the targets (None: one each); fewer than the targets, they
+    share them, each under the path prefix ``/<name>/``.
+    """
 
     def __init__(
         self,
@@ -222,6 +252,7 @@ class FakeFlinkTier:
         server: ServerKind,
         cpu: int | None,
         nice: int = 0,
+        ports: int | None = None,
     ) -> None:
         self.workdir = workdir
         self.nice = nice
@@ -229,11 +260,19 @@ class FakeFlinkTier:
         self.cpu = cpu
         self.www = workdir / "www"
         layout = write_tree(self.www, targets, jobs)
-        ports = free_ports(targets)
-        self.targets = [
-            FakeTarget(name=f"t{index:03d}", port=port, jids=tuple(jid for jid, _ in entries))
-            for index, (port, entries) in enumerate(zip(ports, layout, strict=True))
-        ]
+        shared = ports is not None and ports < targets
+        numbers = free_ports(ports if ports is not None and shared else targets)
+        self.targets = []
+        for index, entries in enumerate(layout):
+            name = target_name(index)
+            self.targets.append(
+                FakeTarget(
+                    name=name,
+                    port=numbers[index % len(numbers)],
+                    jids=tuple(jid for jid, _ in entries),
+                    path=f"/{name}/" if shared else "/",
+                )
+            )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, deadline: float = 20.0) -> None:
@@ -253,7 +292,8 @@ class FakeFlinkTier:
                 str(config),
             ]
         else:
-            ports = ",".join(str(t.port) for t in self.targets)
+            prefixed = any(target.path != "/" for target in self.targets)
+            ports = [t.port for t in self.targets]
             command = [
                 sys.executable,
                 "-m",
@@ -261,7 +301,8 @@ class FakeFlinkTier:
                 "--root",
                 str(self.www),
                 "--ports",
-                ports,
+                ",".join(map(str, sorted(set(ports)) if prefixed else ports)),
+                *(["--prefixed"] if prefixed else []),
             ]
         self.process = subprocess.Popen(
             command,
@@ -274,7 +315,8 @@ class FakeFlinkTier:
 
     def _wait_until_serving(self, deadline: float) -> None:
         assert self.process is not None
-        pending = list(self.targets)
+        # One target per port: a port serves all of its targets at once.
+        pending = list({target.port: target for target in self.targets}.values())
         while pending:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.server} exited at start-up: {self._error_text()}")
@@ -283,7 +325,7 @@ class FakeFlinkTier:
             target = pending[0]
             try:
                 with socket.create_connection(("127.0.0.1", target.port), timeout=1) as sock:
-                    sock.sendall(b"GET /jobs/overview HTTP/1.0\r\n\r\n")
+                    sock.sendall(f"GET {target.path}jobs/overview HTTP/1.0\r\n\r\n".encode())
                     if sock.recv(12).startswith(b"HTTP/1.1 200"):
                         pending.pop(0)
                         continue
@@ -299,12 +341,20 @@ class FakeFlinkTier:
                 texts.append(path.read_text(errors="replace").strip()[-2000:])
         return " | ".join(t for t in texts if t) or "(no output)"
 
+    def errors(self) -> int:
+        """Lines of nginx's error log at level error or worse: the tier failing, not the daemon."""
+        path = self.workdir / "nginx-error.log"
+        if not path.exists():
+            return 0
+        with path.open(errors="replace") as log:
+            return sum(1 for line in log if re.search(r"\[(error|crit|alert|emerg)\]", line))
+
     @property
     def pids(self) -> list[int]:
         """The server's processes (nginx: master and worker)."""
         if self.process is None:
             return []
-        return [self.process.pid, *_children(self.process.pid)]
+        return [self.process.pid, *children(self.process.pid)]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -316,11 +366,3 @@ class FakeFlinkTier:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-
-
-def _children(pid: int) -> Iterable[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]

@@ -17,9 +17,11 @@ import anyio
 
 from probe._cogs.errors import ExitCode
 from probe._cogs.logs import configure, get_logger
+from probe._commands.events import EventSelection, show_events
 from probe._commands.jobs import DEFAULT_URL, DaemonUrl, list_jobs, parse_daemon_url
 from probe._config import Config, ConfigError, dump_effective, load_config
-from probe._core.model import JobState
+from probe._core.events import Reason
+from probe._core.model import InvalidJobId, JobState, canonical_job_id
 from probe._store import StoreError
 from probe._version import __version__
 
@@ -38,6 +40,14 @@ def _daemon_url(text: str) -> DaemonUrl:
     try:
         return parse_daemon_url(text)
     except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _job_id(text: str) -> str:
+    """``--job``: a Job id, dashed or as 32 hex digits."""
+    try:
+        return canonical_job_id(text)
+    except InvalidJobId as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -83,12 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument(
         "-o", "--output", choices=["table", "json", "yaml"], default="table", help="format"
     )
+    events = commands.add_parser(
+        "events", help="list what happened to a running daemon's Jobs, and why"
+    )
+    events.add_argument(
+        "--url",
+        type=_daemon_url,
+        default=DEFAULT_URL,
+        help="the daemon's address (default http://127.0.0.1:9270)",
+    )
+    events.add_argument("-n", "--namespace", default="default", help="namespace (default: default)")
+    events.add_argument("--job", type=_job_id, metavar="ID", help="only this Job's events")
+    events.add_argument("--deployment", metavar="NAME", help="only this deployment's events")
+    events.add_argument(
+        "--reason",
+        type=str.upper,
+        choices=[reason.value for reason in Reason],
+        help="only events of this reason",
+    )
+    events.add_argument(
+        "-f", "--follow", action="store_true", help="then print each new event, until Ctrl-C"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # These two need no configuration: a bad FLINK_PROBE_* variable must not block them.
+    # These need no configuration: a bad FLINK_PROBE_* variable must not block them.
     if args.command == "demo":
         from probe._commands.demo import main as demo
 
@@ -102,6 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             out=sys.stdout,
             err=sys.stderr,
         )
+    if args.command == "events":
+        selection = EventSelection(
+            args.namespace,
+            args.job,
+            args.deployment,
+            None if args.reason is None else Reason(args.reason),
+        )
+        return show_events(args.url, selection, follow=args.follow, out=sys.stdout, err=sys.stderr)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

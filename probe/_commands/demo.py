@@ -1,9 +1,10 @@
 """``flink-probe demo``: the real daemon watching the demo story's simulated cluster.
 
 The story (``probe.testing``) plays on a fake Flink cluster on a free port; the real daemon
-(state in a temporary directory) discovers and probes its jobs; a table of the Job resources,
-read from the daemon's own HTTP API, is redrawn every second (one line per change when the
-output is not a terminal). ``/metrics`` and the Job API answer on ``--port`` meanwhile.
+(state in a temporary directory) discovers and probes its jobs; a table of the Job resources
+and the daemon's last events, read from its own HTTP API, is redrawn every second (one line per
+change or event when the output is not a terminal). ``/metrics`` and the API answer on
+``--port`` meanwhile.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import anyio
 
 from probe._cogs.errors import ExitCode
 from probe._cogs.logs import configure
+from probe._commands.events import event_row, table_line
 from probe._commands.jobs import format_age, render_table
 from probe._commands.run import Daemon
 from probe._config import Config
@@ -33,6 +35,11 @@ DEMO_TARGET: Final = "demo"
 HEADERS: Final = ("JOB", "DEPLOYMENT", "STATE", "FLINK STATUS", "RESTARTS", "LAST UPDATE")
 SHORT_ID: Final = 8
 EVENTS_SHOWN: Final = 4
+"""The story's last lines shown."""
+DAEMON_EVENTS_SHOWN: Final = 5
+"""The daemon's last events shown."""
+DAEMON_EVENTS_READ: Final = 50
+"""The daemon's events read at each refresh (the newest): lines of all new ones off a terminal."""
 CLEAR_SCREEN: Final = "\x1b[H\x1b[J"
 
 # The daemon's bounds on the story cluster's lags (at least as large: the rule relies on it).
@@ -120,15 +127,20 @@ async def _stop_after(daemon: Daemon, duration: float) -> None:
 
 
 async def _watch(screen: _Screen, refresh: float) -> None:
-    """Read the daemon's Job API and show it, every `refresh` seconds."""
-    url = f"{screen.probe_url}/api/v1/namespaces/{DEMO_NAMESPACE}/jobs"
+    """Read the daemon's Jobs and last events from its API and show them, every `refresh`
+    seconds."""
+    namespace = f"{screen.probe_url}/api/v1/namespaces/{DEMO_NAMESPACE}"
     timeout = aiohttp.ClientTimeout(total=max(refresh, 1.0))
     async with aiohttp.ClientSession(timeout=timeout) as session:
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError, KeyError):
-                async with session.get(url) as response:
+                async with session.get(f"{namespace}/jobs") as response:
                     if response.status == 200:
                         screen.update((await response.json())["items"])
+                limit = {"limit": str(DAEMON_EVENTS_READ)}
+                async with session.get(f"{namespace}/events", params=limit) as response:
+                    if response.status == 200:
+                        screen.update_events((await response.json())["items"])
             screen.draw()
             await anyio.sleep(refresh)
 
@@ -143,7 +155,11 @@ class _Screen:
         self.interactive = interactive
         self.jobs: list[dict[str, Any]] | None = None
         self.events: list[str] = []
+        self.daemon_events: list[dict[str, Any]] = []
+        """The daemon's newest Event resources, oldest first."""
         self._shown: dict[str, tuple[object, ...]] = {}
+        self._last_event = 0
+        """The resourceVersion of the newest event written as a line."""
         if not interactive:
             self._write("".join(line + "\n" for line in self._intro()))
 
@@ -160,6 +176,18 @@ class _Screen:
                     f"{_clock()}  {row[1]:<15} {row[0]}  {row[2]:<11} {row[3]:<12}"
                     f" restarts={row[4]}\n"
                 )
+
+    def update_events(self, events: list[dict[str, Any]]) -> None:
+        """The daemon's newest events (newest first, as the API lists them)."""
+        self.daemon_events = events[::-1]
+        if self.interactive:
+            return
+        for event in self.daemon_events:
+            version = int(event["metadata"]["resourceVersion"])
+            if version > self._last_event:
+                self._last_event = version
+                _, reason, subject, message = event_row(event)
+                self._write(f"{_clock()}  event {reason:<19} {subject:<24} {message}\n")
 
     def event(self, text: str) -> None:
         self.events = [*self.events, f"{_clock()}  {text}"][-EVENTS_SHOWN:]
@@ -185,13 +213,22 @@ class _Screen:
         yield f"  simulated Flink REST API: {self.flink_url}/jobs/overview"
         yield f"  flink-probe:              {self.probe_url}/  (/metrics, /healthz, Job API)"
         yield f"  try:  flink-probe jobs --url {self.probe_url}"
+        yield f"        flink-probe events --url {self.probe_url} --follow"
         yield f"        curl -s {self.probe_url}/metrics | grep flink_probe_job_restarts"
         yield ""
 
     def _frame(self) -> str:
         lines = [*self._intro(), self._table().rstrip("\n"), ""]
+        lines += [f"flink-probe's last events (GET /api/v1/namespaces/{DEMO_NAMESPACE}/events):"]
+        lines += self._daemon_events() or ["(none yet)"]
+        lines += ["", "What happens in the simulated cluster:"]
         lines += self.events or ["(the story's events appear here)"]
         return "".join(line + "\n" for line in lines)
+
+    def _daemon_events(self) -> list[str]:
+        rows = [event_row(event) for event in self.daemon_events[-DAEMON_EVENTS_SHOWN:]]
+        width = max((len(row[2]) for row in rows), default=0)
+        return [table_line(row, width).rstrip("\n") for row in rows]
 
     def _table(self) -> str:
         if self.jobs is None:

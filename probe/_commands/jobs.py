@@ -11,11 +11,13 @@ one is refused before any request (`parse_daemon_url`, a usage error). A daemon 
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TextIO
@@ -117,16 +119,37 @@ def list_jobs(
 
 def fetch_jobs(daemon: DaemonUrl, namespace: str) -> list[dict[str, Any]]:
     """The `items` of the daemon's JobList for `namespace`; DaemonError saying what failed."""
+    path = f"api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/jobs"
+    with daemon_answer(daemon, path) as (endpoint, answer):
+        body = answer.read()
+    document = json_answer(endpoint, body)
+    if not (
+        document.get("kind") == "JobList"
+        and isinstance(document.get("items"), list)
+        and all(_is_job(item) for item in document["items"])
+    ):
+        raise DaemonError(f"{endpoint}: the answer is not a JobList: is this flink-probe?")
+    items: list[dict[str, Any]] = document["items"]
+    return items
+
+
+@contextlib.contextmanager
+def daemon_answer(
+    daemon: DaemonUrl, path: str, query: Mapping[str, str] | None = None
+) -> Iterator[tuple[str, http.client.HTTPResponse]]:
+    """The endpoint asked and the daemon's answer (2xx) to ``GET path?query``, to read in the
+    block; DaemonError saying what failed, in the request or while the block reads."""
     url = daemon.url
     headers = {"Accept": "application/json"}
     if daemon.authorization is not None:
         headers["Authorization"] = daemon.authorization
-    path = f"api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/jobs"
     endpoint = urllib.parse.urljoin(url.rstrip("/") + "/", path)
+    if query:
+        endpoint += "?" + urllib.parse.urlencode(query)
     try:
         request = urllib.request.Request(endpoint, headers=headers)
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-            body = response.read()
+            yield endpoint, response
     except urllib.error.HTTPError as error:
         with error:
             raise DaemonError(f"{endpoint}: {_http_error(error.code, error.read())}") from None
@@ -136,22 +159,21 @@ def fetch_jobs(daemon: DaemonUrl, namespace: str) -> list[dict[str, Any]]:
         raise DaemonError(
             f"cannot reach the daemon at {url}: {text} (is `flink-probe run` running there?)"
         ) from None
-    except (OSError, ValueError) as error:
-        # A timeout while reading, a reset connection, or a host or path urllib cannot use.
+    except (OSError, ValueError, http.client.HTTPException) as error:
+        # A timeout while reading, a reset connection, an answer cut short, or a host or path
+        # urllib cannot use.
         raise DaemonError(f"cannot reach the daemon at {url}: {error}") from None
+
+
+def json_answer(endpoint: str, body: bytes) -> dict[str, Any]:
+    """The JSON object the daemon answered; DaemonError if it is none."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise DaemonError(f"{endpoint}: the answer is not JSON: is this flink-probe?") from None
-    if not (
-        isinstance(document, dict)
-        and document.get("kind") == "JobList"
-        and isinstance(document.get("items"), list)
-        and all(_is_job(item) for item in document["items"])
-    ):
-        raise DaemonError(f"{endpoint}: the answer is not a JobList: is this flink-probe?")
-    items: list[dict[str, Any]] = document["items"]
-    return items
+    if not isinstance(document, dict):
+        raise DaemonError(f"{endpoint}: the answer is not a JSON object: is this flink-probe?")
+    return document
 
 
 def table_row(job: Mapping[str, Any], now: datetime) -> list[str]:

@@ -6,8 +6,8 @@ reloader, the status reporter, the watchdog and the scheduler (one loop per targ
 ``run`` waits to stop. SIGHUP re-reads the configuration: each changed setting is applied, or
 logged as needing a restart (``server``, ``state``). SIGTERM/SIGINT set ``should_exit``:
 scheduling stops, rounds in flight get ``probe.timeout`` + 1 s to finish and are then
-cancelled, the last batch is committed, the HTTP server closes, and ``run`` returns 0. A
-second signal skips the wait.
+cancelled, the last batch is committed, the HTTP server closes (open watches end at once),
+and ``run`` returns 0. A second signal skips the wait.
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from probe._core.model import from_epoch
 from probe._core.record import JobRecord
 from probe._core.restarts import Lags, widen
 from probe._flink.client import FlinkClient
-from probe._runtime.book import JobBook
+from probe._runtime.book import EventRetention, JobBook
 from probe._runtime.catalog import JobCatalog
 from probe._runtime.instruments import DaemonMetrics
+from probe._runtime.journal import Journal
 from probe._runtime.ownership import LeaseChanges, Ownership
 from probe._runtime.prober import Prober, TargetLags
 from probe._runtime.scheduler import Scheduler, Target
@@ -118,11 +119,11 @@ class Daemon:
             ownership = Ownership(
                 store, state.lease_ttl, min(state.max_clock_skew, state.lease_ttl / 3)
             )
-            book = JobBook(store, fencing=ownership)
+            book = JobBook(store, fencing=ownership, retention=_retention(config))
         else:
             # The single owner of the file holds every lease for good, and has every Job.
             ownership = Ownership(store, math.inf)
-            book = await anyio.to_thread.run_sync(JobBook.load, store)
+            book = await anyio.to_thread.run_sync(JobBook.load, store, _retention(config))
         self._store, self._ownership = store, ownership
         registry = CollectorRegistry(auto_describe=True)
         metrics = DaemonMetrics(registry)
@@ -172,7 +173,17 @@ class Daemon:
             enrollment = Enrollment(
                 self._sources.enroll, scheduler.first_round, scheduler.health_of
             )
-            api = Api(book, registry, liveness, job_series, catalog, enrollment)
+            journal = Journal(store, book, poll=lambda: self.config.probe.interval)
+            api = Api(
+                book,
+                registry,
+                liveness,
+                job_series,
+                catalog,
+                enrollment,
+                journal,
+                max_watches=config.server.max_watches,
+            )
             app = api.app(web_security.middlewares(UNAUTHENTICATED_PATHS))
             runner = web.AppRunner(app, handle_signals=False)
             await runner.setup()
@@ -289,6 +300,7 @@ class Daemon:
                 log.warning(f"reload: {key} changed; needs a restart")
             else:
                 log.info(f"reload: {key} changed; applied")
+        book.retention = _retention(new)
         if "probe.metrics_retention" in changed:
             api.job_series = JobSeriesRenderer(book, new.probe.metrics_retention, self.clock)
         retired = None
@@ -296,7 +308,7 @@ class Daemon:
             # A connection pool's limits are fixed: the targets restart on a new one.
             retired, self._session = self._session, _client_session(new.probe)
         held = [job for job in new.jobs if self._ownership.holds(job.target)]
-        book.put(declare_static_jobs(held, book.get, from_epoch(self.clock())))
+        book.create(declare_static_jobs(held, book.get, from_epoch(self.clock())))
         self._sources.reconfigure(new)  # enrollment, targets files and http_sd
         self._retarget(scheduler)
         if retired is not None:
@@ -387,7 +399,7 @@ class Daemon:
                 ),
             )
         declared = [job for job in self.config.jobs if job.target in names]
-        book.put(declare_static_jobs(declared, book.get, from_epoch(self.clock())))
+        book.create(declare_static_jobs(declared, book.get, from_epoch(self.clock())))
         return names
 
     @contextlib.asynccontextmanager
@@ -515,3 +527,7 @@ def _bound_port(runner: web.AppRunner) -> int:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])
     return 0
+
+
+def _retention(config: Config) -> EventRetention:
+    return EventRetention(config.events.retention, config.events.max_per_job)

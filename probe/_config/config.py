@@ -15,6 +15,7 @@ from probe._config.discovery import (
 from probe._config.errors import Problem, located_error
 from probe._config.models import (
     METRICS_MAX_AGE_MARGIN,
+    EventsConfig,
     JobConfig,
     LoggingConfig,
     ProbeConfig,
@@ -41,6 +42,7 @@ class Config(_Section):
     probe: ProbeConfig = Field(default_factory=ProbeConfig)
     state: StateConfig = Field(default_factory=StateConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     targets: list[TargetConfig] = Field(default_factory=list)
     jobs: list[JobConfig] = Field(default_factory=list)
     targets_files: list[TargetsGlob] = Field(default_factory=list)

@@ -26,10 +26,12 @@ from probe._config.models import (
     TlsConfig,
     _name,
     _normalise_url,
+    _off,
     _Section,
 )
 from probe._config.redaction import redact_url
 from probe._config.units import Duration, PositiveDuration
+from probe._core.restarts import DEFAULT_MAX_CLOCK_SKEW
 
 __all__ = [
     "DEFAULT_FIRST_WAIT",
@@ -127,6 +129,11 @@ class ProfileConfig(_Section):
     basic_auth: BasicAuthConfig | None = None
     bearer_token_file: FilePath | None = None
     bearer_token_env: EnvName | None = None
+    overview_max_age: Duration | None = None
+    """As a target's; None: a target's default."""
+    metrics_max_age: Duration | None = None
+    """As a target's; None: ``probe.interval`` plus Flink's default metric fetcher interval."""
+    max_clock_skew: Annotated[Duration | None, BeforeValidator(_off)] = DEFAULT_MAX_CLOCK_SKEW
     _template: TargetConfig = PrivateAttr()
 
     inline_secret = "bearer_token"
@@ -134,7 +141,11 @@ class ProfileConfig(_Section):
     @model_validator(mode="after")
     def _as_target(self, info: ValidationInfo) -> ProfileConfig:
         # A target's own validation reads the token and refuses two kinds of credentials.
-        settings: dict[str, Any] = {key: getattr(self, key) for key in self.model_fields_set}
+        settings: dict[str, Any] = {
+            key: getattr(self, key)
+            for key in self.model_fields_set
+            if getattr(self, key) is not None or key == "max_clock_skew"  # None: off
+        }
         self._template = TargetConfig.model_validate(
             {"name": "profile", "url": "https://profile.invalid/", **settings},
             context=info.context,

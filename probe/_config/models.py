@@ -156,6 +156,8 @@ class ServerConfig(_Section):
     """A Prometheus exporter-toolkit web configuration file: TLS (``tls_server_config``) and
     basic authentication (``basic_auth_users``) for /metrics, /api and / (``/healthz`` and
     ``/readyz`` stay open). Read at start-up: a change needs a restart."""
+    max_watches: int = Field(default=100, ge=1)
+    """Watches (``?watch=true``) open at once; one more is answered 429."""
     _web: WebSecurity = PrivateAttr(default_factory=WebSecurity)
 
     @field_validator("listen")
@@ -300,6 +302,13 @@ class StateConfig(_Section):
     def password(self) -> str | None:
         """The PostgreSQL password from `password_file` or `password_env`, if either is set."""
         return self._password
+
+
+class EventsConfig(_Section):
+    retention: PositiveDuration = 30 * 86400.0
+    """Events older than this are dropped."""
+    max_per_job: int = Field(default=1000, ge=1)
+    """A Job keeps at most this many events, the newest."""
 
 
 class LoggingConfig(_Section):

@@ -21,11 +21,11 @@ __all__ = [
     "parse_duration",
 ]
 
-_SECONDS_PER_UNIT: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_SECONDS_PER_UNIT: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(
-    r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|h)?"
+    r"(?P<number>(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>ms|s|m|h|d)?"
 )
-_DURATION_HINT: Final = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"
+_DURATION_HINT: Final = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, 30d, or a number of seconds"
 
 MIN_DURATION: Final = 0.001
 """The shortest duration other than 0: the text's finest unit is the millisecond."""
@@ -34,7 +34,8 @@ MAX_DURATION: Final = 87600 * 3600.0
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``500ms``, ``1.5s``, ``10s``, ``5m``, ``1h`` or a plain number of seconds."""
+    """Seconds from ``500ms``, ``1.5s``, ``10s``, ``5m``, ``1h``, ``30d`` or a plain number of
+    seconds."""
     if isinstance(value, bool):  # YAML's `yes`/`on` must not become 1 second
         raise ValueError(f"invalid duration {value!r}: {_DURATION_HINT}")
     if isinstance(value, int | float):
@@ -60,10 +61,11 @@ def parse_duration(value: object) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """``1h``, ``5m``, ``10s``, ``1.5s`` or ``500ms``: a text that parses back to `seconds`."""
+    """``30d``, ``1h``, ``5m``, ``10s``, ``1.5s`` or ``500ms``: a text that parses back to
+    `seconds`."""
     if seconds == 0:
         return "0s"
-    for unit in ("h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):
         count = seconds / _SECONDS_PER_UNIT[unit]
         if count == int(count) and parse_duration(f"{int(count)}{unit}") == seconds:
             return f"{int(count)}{unit}"

@@ -14,6 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Final
 
+from probe._core.causes import MAX_CAUSES, RootCause
 from probe._core.model import (
     Failure,
     FailureReason,
@@ -56,6 +57,8 @@ class Observation:
     num_restarts_max_age: float = math.inf
     """How old ``num_restarts`` may be; infinite when unknown (it is then never credited)."""
     failure_message: str | None = None
+    root_causes: tuple[RootCause, ...] = ()
+    """Entries of Flink's exception history, when the probe read it (newest first or not)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +78,25 @@ class Transitioned:
 class RestartsIncreased:
     before: int
     after: int
+    causes: tuple[RootCause, ...] = ()
+    """The root causes Flink reported since the count last grew, oldest first."""
 
 
-Event = Transitioned | RestartsIncreased
+@dataclass(frozen=True, slots=True)
+class EpochChanged:
+    """A new JobManager took the job over: its ``start-time`` moved (ms)."""
+
+    before: int
+    after: int
+
+
+Change = Transitioned | RestartsIncreased | EpochChanged
 
 
 @dataclass(frozen=True, slots=True)
 class FoldResult:
     record: JobRecord
-    events: tuple[Event, ...]
+    changes: tuple[Change, ...]
     stored: bool = True
     """False when nothing moved but the probe's time (``last_probe_at``, when the epoch was
     last seen): such a record may be shown before it is stored (`JobBook.touch`); a count or a
@@ -100,6 +113,8 @@ def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldRes
         epoch_max_age=obs.start_time_max_age,
     )
     ledger = observe(record.ledger, obs.at, sighting, settings.lags)
+    if obs.root_causes:
+        record = _with_causes(record, obs.root_causes)
     job = record.job
     started = job.status.started
     if (
@@ -107,15 +122,29 @@ def fold(record: JobRecord, obs: Observation, settings: FoldSettings) -> FoldRes
         and started is not None
         and obs.status is started.observed_flink_job_status
         and ledger.observed == started.observed_flink_job_restarts
+        and ledger.epoch == record.ledger.epoch
         and not route(job.state, obs.status)
     ):
         # The steady state of a running job, nearly every probe: nothing moves but the
         # probe's time (and maybe an unconfirmed raw), which the record carries apart.
+        causes, seen = record.causes, record.causes_seen
         if record.missing_probes == 0 and _same_count(record.ledger, ledger):
-            return FoldResult(JobRecord(job, ledger, 0, obs.at), (), stored=False)
+            return FoldResult(JobRecord(job, ledger, 0, obs.at, causes, seen), (), stored=False)
         job = _stored_probe(job, from_epoch(obs.at))
-        return FoldResult(JobRecord(job, ledger, 0, obs.at), ())
+        return FoldResult(JobRecord(job, ledger, 0, obs.at, causes, seen), ())
     return fold_changed(record, obs, settings, ledger)
+
+
+def _with_causes(record: JobRecord, causes: tuple[RootCause, ...]) -> JobRecord:
+    """The record with the root causes not taken yet added to those awaiting a restart."""
+    fresh = record.causes_seen.new(causes)
+    if not fresh:
+        return record
+    return replace(
+        record,
+        causes=(*record.causes, *fresh)[-MAX_CAUSES:],
+        causes_seen=record.causes_seen.taking(fresh),
+    )
 
 
 def _same_count(before: RestartLedger, after: RestartLedger) -> bool:
@@ -157,13 +186,16 @@ def fold_changed(
         missing += 1
 
     targets, failure = _next_states(job, obs, ledger, missing, settings)
-    events: list[Event] = []
+    changes: list[Change] = []
+    before_epoch = record.ledger.epoch
+    if before_epoch is not None and ledger.epoch is not None and ledger.epoch != before_epoch:
+        changes.append(EpochChanged(before_epoch, ledger.epoch))
     status = job.status
     now = from_epoch(obs.at)
     source = job.state
     for target in targets:
         check_transition(source, target)
-        events.append(Transitioned(source, target))
+        changes.append(Transitioned(source, target))
         if target is JobState.STARTED and status.started is None:
             status = replace_model(
                 status,
@@ -194,7 +226,8 @@ def fold_changed(
             ),
         )
         if ledger.observed > before:
-            events.append(RestartsIncreased(before, ledger.observed))
+            changes.append(RestartsIncreased(before, ledger.observed, record.causes))
+            record = replace(record, causes=())
 
     if status != job.status:
         metadata = replace_model(
@@ -205,7 +238,7 @@ def fold_changed(
         )
         job = replace_model(job, metadata=metadata, status=status)
     record = replace(record, job=job, ledger=ledger, missing_probes=missing, last_probe_at=obs.at)
-    return FoldResult(record, tuple(events))
+    return FoldResult(record, tuple(changes))
 
 
 def _next_states(

@@ -8,6 +8,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from probe._core.causes import NOTHING_SEEN, CausesSeen, RootCause
 from probe._core.model import Job, from_epoch, replace_model
 from probe._core.restarts import RestartLedger
 
@@ -23,6 +24,10 @@ class JobRecord:
     last_probe_at: float | None = None
     """When the last probe of the Job ended (also for Jobs without ``status.started``): the
     Job's ``lastUpdateTime`` as shown, kept apart so a quiet probe copies no model."""
+    causes: tuple[RootCause, ...] = ()
+    """Root causes Flink reported that no JOB_RESTARTED event carries yet, oldest first."""
+    causes_seen: CausesSeen = NOTHING_SEEN
+    """Which of Flink's exception-history entries were taken already."""
 
     @property
     def probing(self) -> bool:
@@ -52,6 +57,8 @@ class JobRecord:
                 "ledger": self.ledger.to_dict(),
                 "missingProbes": self.missing_probes,
                 "lastProbeAt": self.last_probe_at,
+                "causes": [cause.to_dict() for cause in self.causes],
+                "causesSeen": self.causes_seen.to_dict(),
             },
             separators=(",", ":"),
         )
@@ -67,6 +74,12 @@ class JobRecord:
             ledger=RestartLedger.from_dict(document.ledger),
             missing_probes=document.missing_probes,
             last_probe_at=document.last_probe_at,
+            causes=tuple(RootCause.from_dict(cause) for cause in document.causes),
+            causes_seen=(
+                NOTHING_SEEN
+                if document.causes_seen is None
+                else CausesSeen.from_dict(document.causes_seen)
+            ),
         )
 
 
@@ -79,3 +92,6 @@ class _Document(BaseModel):
     ledger: dict[str, Any]
     missing_probes: int = Field(alias="missingProbes")
     last_probe_at: float | None = Field(alias="lastProbeAt")
+    # Absent from records stored before events existed.
+    causes: list[dict[str, Any]] = Field(default_factory=list)
+    causes_seen: dict[str, Any] | None = Field(default=None, alias="causesSeen")

@@ -26,6 +26,7 @@ from yarl import URL
 
 from probe._cogs.credentials import BasicCredentials, BearerToken
 from probe._cogs.errors import one_line
+from probe._core.causes import RootCause
 from probe._core.model import JID_PATTERN, FlinkJobStatus, is_jid
 
 __all__ = [
@@ -184,16 +185,7 @@ def parse_newest_exception(body: bytes) -> str | None:
     When the entry's own trace names no cause, the first concurrent exception (the task
     failure that triggered it) supplies one.
     """
-    try:
-        document = pydantic_core.from_json(body)
-    except ValueError as error:
-        raise FlinkError(FailureKind.NOT_JSON, f"exception history is not JSON: {error}") from None
-    history = document.get("exceptionHistory") if isinstance(document, dict) else None
-    entries = history.get("entries") if isinstance(history, dict) else None
-    if not isinstance(entries, list):
-        raise FlinkError(
-            FailureKind.BAD_SHAPE, "exception history has no exceptionHistory.entries list"
-        )
+    entries = _history_entries(body)
     if not entries:
         return None
     newest = entries[0]
@@ -211,6 +203,43 @@ def parse_newest_exception(body: bytes) -> str | None:
     if len(message) > MAX_EXCEPTION_MESSAGE_CHARS:
         message = message[: MAX_EXCEPTION_MESSAGE_CHARS - 1] + "…"
     return message
+
+
+def parse_root_causes(body: bytes) -> tuple[RootCause, ...]:
+    """`GET /jobs/:jid/exceptions`: every entry of the history as a root cause, newest first.
+
+    Entries without a name or a timestamp are skipped: they cannot be told apart across reads.
+    """
+    entries = _history_entries(body)
+    causes = []
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        name, timestamp = entry.get("exceptionName"), entry.get("timestamp")
+        if not isinstance(name, str) or not name or type(timestamp) is not int:
+            continue
+        head, _ = _describe_exception(entry)
+        message = (head or "").removeprefix(name).removeprefix(":").strip()
+        if len(message) > MAX_EXCEPTION_MESSAGE_CHARS:
+            message = message[: MAX_EXCEPTION_MESSAGE_CHARS - 1] + "…"
+        task = entry.get("taskName")
+        causes.append(RootCause(name, message, timestamp, task if isinstance(task, str) else None))
+    return tuple(causes)
+
+
+def _history_entries(body: bytes) -> list[Any]:
+    """The entries of an exception history answer, newest first."""
+    try:
+        document = pydantic_core.from_json(body)
+    except ValueError as error:
+        raise FlinkError(FailureKind.NOT_JSON, f"exception history is not JSON: {error}") from None
+    history = document.get("exceptionHistory") if isinstance(document, dict) else None
+    entries = history.get("entries") if isinstance(history, dict) else None
+    if not isinstance(entries, list):
+        raise FlinkError(
+            FailureKind.BAD_SHAPE, "exception history has no exceptionHistory.entries list"
+        )
+    return entries
 
 
 _CAUSED_BY: Final = "Caused by: "
@@ -353,6 +382,17 @@ class FlinkClient:
         if status != 200:
             raise self._unexpected_status(path, status, body)
         return parse_newest_exception(body)
+
+    async def root_causes(self, jid: str, max_exceptions: int) -> tuple[RootCause, ...]:
+        """The newest ``max_exceptions`` entries of the job's exception history (none for an
+        unknown job)."""
+        path = f"/jobs/{_check_jid(jid)}/exceptions?maxExceptions={max_exceptions}"
+        status, body = await self._get(path)
+        if status == 404:
+            return ()
+        if status != 200:
+            raise self._unexpected_status(path, status, body)
+        return parse_root_causes(body)
 
     async def _get(self, path: str) -> tuple[int, bytes]:
         """(status, body) of a GET; the body is capped unless the status is 200."""

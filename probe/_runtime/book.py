@@ -16,15 +16,17 @@ unstored change pending stays unexposed with it.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Final, Protocol
 
 import anyio
 
 from probe._cogs.logs import get_logger
+from probe._core.events import Event, job_created
 from probe._core.record import JobRecord
-from probe._store import FencedOut, Store, StoredJob, StoreError
+from probe._store import FencedOut, Store, StoredEvent, StoredJob, StoreError
 
 log = get_logger("flink_probe.store")
 
@@ -40,6 +42,18 @@ class StoreHealth:
     commits: int = 0
     failures: int = 0
     jobs_written: int = 0
+    events_written: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(namespace, reason) -> events committed by this daemon."""
+    events_dropped: int = 0
+    """Events deleted by retention (age, or a Job's surplus)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRetention:
+    """How long events are kept, and how many per Job at most."""
+
+    seconds: float
+    max_per_job: int
 
 
 class Fencing(Protocol):
@@ -54,14 +68,28 @@ class Fencing(Protocol):
         ...
 
 
+DEFAULT_RETENTION: Final = EventRetention(30 * 86400.0, 1000)
+
+
 class JobBook:
     def __init__(
-        self, store: Store, records: Iterable[JobRecord] = (), fencing: Fencing | None = None
+        self,
+        store: Store,
+        records: Iterable[JobRecord] = (),
+        fencing: Fencing | None = None,
+        retention: EventRetention = DEFAULT_RETENTION,
     ) -> None:
         """``fencing``: write only the Jobs of held targets, each under its lease's token
         (None: every Job, unfenced; the store has one owner)."""
         self._store = store
         self._fencing = fencing
+        self.retention = retention
+        """Replaced by the daemon when a reload changes the ``events`` settings."""
+        self._events: list[StoredEvent] = []
+        """Events to write with the next batch (those of its Jobs' changes among them)."""
+        self.sequence = 0
+        """The store-wide sequence number of this book's last commit."""
+        self._committed = anyio.Event()
         self._generation: dict[str, int] = {}
         """target -> how often its records were dropped: a batch written meanwhile is not
         exposed for it."""
@@ -83,7 +111,7 @@ class JobBook:
         self.health = StoreHealth()
 
     @classmethod
-    def load(cls, store: Store) -> JobBook:
+    def load(cls, store: Store, retention: EventRetention = DEFAULT_RETENTION) -> JobBook:
         """Read every stored Job (history included); raises StoreError on a bad document."""
         records = []
         for row in store.load():
@@ -93,7 +121,9 @@ class JobBook:
                 raise StoreError(
                     f"state file holds an unreadable Job {row.job_id}: {exc.__class__.__name__}"
                 ) from None
-        return cls(store, records)
+        book = cls(store, records, retention=retention)
+        book.sequence = store.sequence()
+        return book
 
     # Readers (API, metrics, scheduler).
 
@@ -115,11 +145,28 @@ class JobBook:
 
     # Writers (probe rounds, sources).
 
-    def put(self, records: Iterable[JobRecord]) -> None:
-        """Records to store before they are shown."""
+    def put(self, records: Iterable[JobRecord], events: Iterable[StoredEvent] = ()) -> None:
+        """Records to store before they are shown, and the events of their changes (or of
+        their targets), written in the same transaction."""
         self._dirty.update(self._index(records))
-        if self._dirty:
+        self._events.extend(events)
+        if self._dirty or self._events:
             self._wakeup.set()
+
+    def create(self, records: Iterable[JobRecord]) -> None:
+        """New Jobs to store before they are shown, each with its JOB_STARTING event."""
+        records = list(records)
+        self.put(
+            records,
+            [
+                event_row(job_created(r.job, r.job.metadata.created_at.timestamp()), r.job.target)
+                for r in records
+            ],
+        )
+
+    async def committed(self) -> None:
+        """Return at the next successful commit."""
+        await self._committed.wait()
 
     def touch(self, records: Iterable[JobRecord]) -> None:
         """Records whose only change is the probe's time: shown at once, stored later."""
@@ -169,6 +216,7 @@ class JobBook:
             self._stored_probe_at.pop(job_id, None)
         self._dirty.difference_update(gone)
         self._touched.difference_update(gone)
+        self._events = [event for event in self._events if event.target not in targets]
         return exposed
 
     def adopt(self, targets: Collection[str], records: Iterable[JobRecord]) -> None:
@@ -185,26 +233,32 @@ class JobBook:
         return len(self._dirty)
 
     async def commit(self, touched: bool = False) -> bool:
-        """Write every dirty record (and with ``touched``, every touched one: at shutdown) in
-        one transaction; expose them once it is durable."""
+        """Write every dirty record and pending event (and with ``touched``, every touched
+        record: at shutdown) in one transaction; expose them once it is durable."""
         async with self._write_lock:
             if touched:
                 self._dirty.update(self._touched)
-            if not self._dirty:
+            if not self._dirty and not self._events:
                 return True
             batch = {job_id: self._working[job_id] for job_id in self._dirty}
             self._dirty.clear()
-            generations = {
-                r.job.target: self._generation.get(r.job.target, 0) for r in batch.values()
-            }
+            events, self._events = self._events, []
+            targets = {r.job.target for r in batch.values()} | {e.target for e in events}
+            generations = {target: self._generation.get(target, 0) for target in targets}
+
+            def kept(target: str) -> bool:
+                """Whether the target's Jobs were not dropped while the batch was written."""
+                return self._generation.get(target, 0) == generations[target]
+
             started = time.monotonic()
             self._writing = set(batch)
             try:
-                batch = await self._write(batch)
+                batch, events, sequence = await self._write(batch, events)
             except StoreError as exc:
                 # Keep the batch: later records of the same Jobs supersede it, the rest retry
                 # (but for the Jobs of a target dropped meanwhile).
                 self._dirty.update(job_id for job_id in batch if job_id in self._working)
+                self._events[:0] = [event for event in events if kept(event.target)]
                 self.health.failures += 1
                 if self.health.ok:
                     log.error("store write failed; retrying, values stay unexposed", error=str(exc))
@@ -215,38 +269,44 @@ class JobBook:
             if not self.health.ok:
                 log.info("store writes resumed", jobs=len(batch))
             # Records of a target dropped while the batch was written are not shown again.
-            batch = {
-                job_id: record
-                for job_id, record in batch.items()
-                if self._generation.get(record.job.target, 0) == generations[record.job.target]
-            }
+            batch = {job_id: record for job_id, record in batch.items() if kept(record.job.target)}
             self._exposed.update(batch)
             self._touched.difference_update(batch)
             for job_id, record in batch.items():
                 self._stored_probe_at[job_id] = record.last_probe_at
-            self.health.ok, self.health.error = True, None
-            self.health.last_commit_at = time.time()
-            self.health.commits += 1
-            self.health.jobs_written += len(batch)
+            self.sequence = max(self.sequence, sequence)
+            self._committed.set()
+            self._committed = anyio.Event()
+            health = self.health
+            health.ok, health.error = True, None
+            health.last_commit_at = time.time()
+            health.commits += 1
+            health.jobs_written += len(batch)
+            health.events_written.update((event.namespace, event.reason) for event in events)
             log.debug("committed", jobs=len(batch), seconds=round(time.monotonic() - started, 4))
-            return True
+        if events:
+            await self._trim({event.job_id for event in events if event.job_id is not None})
+        return True
 
-    async def _write(self, batch: dict[str, JobRecord]) -> dict[str, JobRecord]:
-        """Write ``batch`` in one transaction; what of it was written. Under fencing, only the
-        held targets' Jobs are, and a target fenced out is dropped and the rest written again."""
+    async def _write(
+        self, batch: dict[str, JobRecord], events: list[StoredEvent]
+    ) -> tuple[dict[str, JobRecord], list[StoredEvent], int]:
+        """Write ``batch`` and ``events`` in one transaction; what of them was written, and the
+        store's sequence number after it. Under fencing, only the held targets' are, and a
+        target fenced out is dropped and the rest written again."""
+        rows = [_row(r) for r in batch.values()]
         if self._fencing is None:
-            await anyio.to_thread.run_sync(
-                self._store.write_batch, [_row(r) for r in batch.values()]
-            )
-            return batch
+            sequence = await anyio.to_thread.run_sync(self._store.write_batch, rows, None, events)
+            return batch, events, sequence
         while True:
             fences = dict(self._fencing.fences())
             batch = {job_id: r for job_id, r in batch.items() if r.job.target in fences}
-            if not batch:
-                return batch
+            events = [event for event in events if event.target in fences]
             rows = [_row(r) for r in batch.values()]
             try:
-                await anyio.to_thread.run_sync(self._store.write_batch, rows, fences)
+                sequence = await anyio.to_thread.run_sync(
+                    self._store.write_batch, rows, fences, events
+                )
             except FencedOut as exc:
                 log.warning(
                     "another instance holds these targets now; dropping them",
@@ -254,7 +314,24 @@ class JobBook:
                 )
                 self._fencing.fenced_out(exc.targets)
                 continue
-            return batch
+            return batch, events, sequence
+
+    async def _trim(self, job_ids: set[str]) -> None:
+        """Drop the events past retention: those too old, and the surplus of ``job_ids``."""
+        retention = self.retention
+        older_than = time.time() - retention.seconds
+        try:
+            dropped = await anyio.to_thread.run_sync(
+                self._store.trim_events, older_than, retention.max_per_job, job_ids
+            )
+        except StoreError as exc:
+            log.warning(
+                "dropping old events failed; retrying after the next commit", error=str(exc)
+            )
+            return
+        if dropped:
+            self.health.events_dropped += dropped
+            log.info("old events dropped", events=dropped)
 
     async def run_committer(self, retry_after: float = 1.0) -> None:
         """Commit whenever something is dirty; back off while the store fails."""
@@ -264,6 +341,21 @@ class JobBook:
             if not await self.commit():
                 await anyio.sleep(retry_after)
                 self._wakeup.set()
+
+
+def event_row(event: Event, target: str) -> StoredEvent:
+    """An event as the store keeps it, written under ``target``'s lease."""
+    metadata = event.metadata
+    return StoredEvent(
+        event_id=metadata.id,
+        namespace=metadata.namespace,
+        job_id=metadata.job_id,
+        deployment_name=metadata.deployment_name,
+        reason=metadata.name.value,
+        created_at=metadata.created_at.timestamp(),
+        target=target,
+        document=event.model_dump_json(by_alias=True),
+    )
 
 
 def _row(record: JobRecord) -> StoredJob:

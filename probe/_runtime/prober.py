@@ -1,8 +1,9 @@
 """One probe round of one target: the requests, and what they say about each Job.
 
 A round asks ``/jobs/overview`` once, then ``numRestarts`` for the Jobs whose count can have
-changed (``ReadPlan``), ``/jobs/:jid`` for a Job missing from the overview (404 is gone), and
-the newest exception of a Job Flink reports FAILED. Each answer's possible age is worked out
+changed (``ReadPlan``), the exception history of a Job whose count shows restarts not seen yet
+(their root causes), ``/jobs/:jid`` for a Job missing from the overview (404 is gone), and the
+newest exception of a Job Flink reports FAILED. Each answer's possible age is worked out
 from when its request was sent, so the restart rule's windows hold however long the round took.
 The scheduler calls ``overview`` and then ``observe``; each returns an immutable value.
 """
@@ -17,6 +18,7 @@ from typing import TypeVar
 
 import anyio
 
+from probe._core.causes import MAX_CAUSES, RootCause
 from probe._core.fold import Observation, Presence
 from probe._core.model import FlinkJobStatus
 from probe._core.reads import ReadPlan, Signature
@@ -189,13 +191,22 @@ class Prober:
             except FlinkError as error:
                 findings.failures.append(RequestFailure("metrics", error))
 
+        causes: tuple[RootCause, ...] = ()
+        if raw is not None and _wants_causes(record, entry, raw):
+            try:
+                causes = await self._call(findings, self.client.root_causes, fid, MAX_CAUSES)
+            except FlinkError as error:
+                findings.failures.append(RequestFailure("exceptions", error))
+
         message: str | None = None
         if _wants_failure_message(record, entry):
             try:
                 message = await self._call(findings, self.client.newest_exception, fid)
             except FlinkError as error:
                 findings.failures.append(RequestFailure("exceptions", error))
-        self._observe(findings, record, entry, status_sent, raw, metrics_sent, metrics_gap, message)
+        self._observe(
+            findings, record, entry, status_sent, raw, metrics_sent, metrics_gap, message, causes
+        )
 
     def _observe(
         self,
@@ -207,6 +218,7 @@ class Prober:
         metrics_sent: float = 0.0,
         metrics_gap: float = math.inf,
         message: str | None = None,
+        causes: tuple[RootCause, ...] = (),
     ) -> None:
         """The Job's observation, now, from its overview entry and what its requests got."""
         now = self._clock()
@@ -224,10 +236,11 @@ class Prober:
             num_restarts=raw,
             num_restarts_max_age=raw_max_age,
             failure_message=message,
+            root_causes=causes,
         )
 
     async def _call(
-        self, findings: _Findings, request: Callable[..., Awaitable[T]], *args: str
+        self, findings: _Findings, request: Callable[..., Awaitable[T]], *args: object
     ) -> T:
         findings.requests += 1
         return await request(*args)
@@ -240,6 +253,15 @@ def _frozen(overview: Overview, findings: _Findings) -> Round:
 def _wants_failure_message(record: JobRecord, entry: OverviewEntry) -> bool:
     """A Job Flink reports FAILED gets Flink's reason, unless it is final already."""
     return entry.state is FlinkJobStatus.FAILED and not record.job.state.is_final
+
+
+def _wants_causes(record: JobRecord, entry: OverviewEntry, raw: int) -> bool:
+    """Whether ``raw`` shows restarts the Job's ledger has not seen: their root causes are in
+    Flink's exception history now (read only then, never on the quiet path)."""
+    ledger = record.ledger
+    if ledger.epoch != entry.start_time:
+        return raw > 0  # a JobManager not seen before: its whole history is new
+    return raw > max((pending.value for pending in ledger.pending), default=ledger.credit)
 
 
 def _signature(entry: OverviewEntry) -> Signature | None:

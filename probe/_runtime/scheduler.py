@@ -19,6 +19,7 @@ import anyio
 import structlog
 
 from probe._cogs.logs import get_logger
+from probe._core.events import Reason, job_events, target_event
 from probe._core.fold import (
     FoldResult,
     FoldSettings,
@@ -29,9 +30,10 @@ from probe._core.fold import (
 from probe._core.model import SOURCE_DISCOVERY, InvalidJobId, from_epoch, job_id_from_jid, new_job
 from probe._core.record import JobRecord
 from probe._flink.client import OverviewEntry
-from probe._runtime.book import JobBook
+from probe._runtime.book import JobBook, event_row
 from probe._runtime.instruments import DaemonMetrics
 from probe._runtime.prober import Prober, RequestFailure, Round
+from probe._store import StoredEvent
 
 log = get_logger("flink_probe.scheduler")
 
@@ -72,6 +74,8 @@ class Target:
     """The (endpoint, reason) pairs that failed since the last round without errors: each is
     logged when it first fails, and the episode ends with the next round without errors. (A
     failing overview hides the per-job requests' faults, so a round's own set flaps.)"""
+    reported_down: bool = False
+    """A TARGET_UNREACHABLE event was the target's last event."""
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     first_round: anyio.Event = field(default_factory=anyio.Event)
     """Set once the target's first round is in the book."""
@@ -242,7 +246,14 @@ class Scheduler:
                 records.extend(self._discover(target, overview.entries, records))
             found = await target.prober.observe(overview, records)
             folded = [self._fold(target, record, found) for record in records]
-            self.book.put([f.record for f in folded if f.stored])
+            stored = [f for f in folded if f.stored]
+            events = [
+                event_row(event, target.name)
+                for f in stored
+                if f.changes
+                for event in job_events(f.record.job, f.changes, f.record.last_probe_at or 0.0)
+            ]
+            self.book.put([f.record for f in stored], events + self._target_events(target, found))
             self.book.touch([f.record for f in folded if not f.stored])
             self._account(target, found, time.monotonic() - began, len(records))
 
@@ -275,14 +286,14 @@ class Scheduler:
             found.append(JobRecord(job))
         # Claim the ids now: another target's round (two targets may show the same cluster)
         # must not discover them again while this round is still probing them.
-        self.book.put(found)
+        self.book.create(found)
         return found
 
     def _fold(self, target: Target, record: JobRecord, found: Round) -> FoldResult:
         observation = found.observations[record.job.id]
         folded = fold(record, observation, target.fold_settings)
         job = folded.record.job
-        for event in folded.events:
+        for event in folded.changes:
             if isinstance(event, Transitioned):
                 log.info(
                     "job state changed",
@@ -300,6 +311,23 @@ class Scheduler:
                     restarts=event.after,
                 )
         return folded
+
+    def _target_events(self, target: Target, found: Round) -> list[StoredEvent]:
+        """TARGET_UNREACHABLE when a target stops answering, TARGET_REACHABLE when it is back."""
+        if found.up == target.reported_down:
+            target.reported_down = not found.up
+            reason = Reason.TARGET_REACHABLE if found.up else Reason.TARGET_UNREACHABLE
+            event = target_event(
+                reason,
+                target=target.name,
+                namespace=target.namespace,
+                deployment_name=target.deployment,
+                at=self._clock(),
+                error=None if found.up else str(found.overview.error),
+            )
+            log.info("target event", reason=reason.value)
+            return [event_row(event, target.name)]
+        return []
 
     def _account(self, target: Target, found: Round, seconds: float, jobs: int) -> None:
         health = target.health
@@ -327,7 +355,8 @@ class Scheduler:
         """A target counts as probed once its overview answered (or failed): /readyz and
         READY=1 need not wait for every Job's requests."""
         target.health.probed = True
-        if self.all_probed:
+        # Once set it stays set: scanning every target each round is quadratic in targets.
+        if not self.first_round_done.is_set() and self.all_probed:
             self.first_round_done.set()
 
     def _log_episode(self, target: Target, failures: Sequence[RequestFailure]) -> None:

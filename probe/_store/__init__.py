@@ -4,10 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe._store.base import FencedOut, Lease, Store, StoredJob, StoreError, default_instance
+from probe._store.base import (
+    Changes,
+    EventQuery,
+    FencedOut,
+    Lease,
+    Store,
+    StoredEvent,
+    StoredJob,
+    StoreError,
+    default_instance,
+)
 from probe._store.sqlite import SQLiteStore
 
-__all__ = ["FencedOut", "Lease", "Store", "StoreError", "StoredJob", "open_store"]
+__all__ = [
+    "Changes",
+    "EventQuery",
+    "FencedOut",
+    "Lease",
+    "Store",
+    "StoreError",
+    "StoredEvent",
+    "StoredJob",
+    "open_store",
+]
 
 
 def open_store(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -20,6 +20,49 @@ class StoredJob:
     document: str  # the Job plus its restart-accounting state
     target: str  # the Flink cluster the Job runs on: the lease it is written under
     observed: int  # the restart count's lower bound: a stored row never goes below it
+    # The store-wide sequence number of the commit that wrote it (0: unwritten); not content.
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as the store keeps it; ``document`` is the Event resource as JSON text."""
+
+    event_id: str  # primary key: the same change always gives the same id
+    namespace: str
+    job_id: str | None  # None for a target's event
+    deployment_name: str | None
+    reason: str
+    created_at: float  # seconds since the Unix epoch
+    target: str  # the lease it is written under
+    document: str
+    # The store-wide sequence number of the commit that wrote it (0: unwritten); not content.
+    seq: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Which events :meth:`Store.events` returns: every condition given must hold."""
+
+    namespace: str
+    job_id: str | None = None
+    deployment_name: str | None = None
+    reason: str | None = None
+    since: float | None = None
+    """Only events created at or after this time (seconds since the Unix epoch)."""
+    before: int | None = None
+    """Only events of a sequence number below this (the continue token of a page)."""
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What commits after a sequence number wrote, in sequence order."""
+
+    jobs: tuple[StoredJob, ...]
+    events: tuple[StoredEvent, ...]
+    sequence: int
+    """The sequence number these changes are complete up to: resume after it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +114,16 @@ class Store(Protocol):
         ...
 
     def write_batch(
-        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
-    ) -> None:
-        """Upsert ``jobs`` in one transaction: all of them are durable, or none is.
+        self,
+        jobs: Sequence[StoredJob],
+        fences: Mapping[str, int] | None = None,
+        events: Sequence[StoredEvent] = (),
+    ) -> int:
+        """Upsert ``jobs`` and add ``events`` in one transaction: all are durable, or none is.
+
+        Returns the store-wide sequence number after the commit: every row written carries a
+        number of its own, above every number committed before, and at most this one. An
+        event already stored (the same id) is kept as it was.
 
         ``fences`` maps a target to the token of the lease under which its Jobs were probed;
         if one of them is no longer current (the lease was released, or passed to another
@@ -82,6 +132,24 @@ class Store(Protocol):
         way a stored row is replaced only by one with a resource_version and an ``observed``
         at least as high: a stale or lowering write leaves the stored row as it was.
         """
+        ...
+
+    def sequence(self) -> int:
+        """The store-wide sequence number of the last commit (0: nothing written yet)."""
+        ...
+
+    def changes(self, after: int, limit: int) -> Changes:
+        """What commits numbered above ``after`` wrote: the Jobs (each at its newest) and the
+        events, at most ``limit`` rows of each, in sequence order."""
+        ...
+
+    def events(self, query: EventQuery) -> list[StoredEvent]:
+        """The events ``query`` selects, newest first."""
+        ...
+
+    def trim_events(self, older_than: float, max_per_job: int, job_ids: Collection[str]) -> int:
+        """Delete the events created before ``older_than``, and all but the newest
+        ``max_per_job`` of each of ``job_ids``; returns how many were deleted."""
         ...
 
     def claim(self, targets: Collection[str], ttl: float) -> tuple[Lease, ...]:

@@ -92,28 +92,60 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             """,
         ),
     ),
+    # Version 3: the store-wide sequence of commits (every Job row and event carries the
+    # number of the commit that wrote it: watches resume after a number), and the events.
+    Migration(
+        sqlite=(
+            "ALTER TABLE jobs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+            "UPDATE jobs SET seq = rowid",
+            "CREATE INDEX jobs_by_seq ON jobs (seq)",
+            "CREATE TABLE sequence (value INTEGER NOT NULL)",
+            "INSERT INTO sequence SELECT coalesce(max(seq), 0) FROM jobs",
+            """
+            CREATE TABLE events (
+                seq INTEGER PRIMARY KEY,
+                event_id TEXT NOT NULL UNIQUE,
+                namespace TEXT NOT NULL,
+                job_id TEXT,
+                deployment_name TEXT,
+                reason TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                target TEXT NOT NULL,
+                document TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX events_by_job ON events (job_id, seq)",
+            "CREATE INDEX events_by_namespace ON events (namespace, seq)",
+            "CREATE INDEX events_by_time ON events (created_at)",
+        ),
+        postgres=(
+            "ALTER TABLE jobs ADD COLUMN seq bigint NOT NULL DEFAULT 0",
+            """
+            UPDATE jobs SET seq = numbered.n
+            FROM (SELECT job_id, row_number() OVER (ORDER BY job_id) AS n FROM jobs) AS numbered
+            WHERE jobs.job_id = numbered.job_id
+            """,
+            "CREATE INDEX jobs_by_seq ON jobs (seq)",
+            "CREATE TABLE sequence (value bigint NOT NULL)",
+            "INSERT INTO sequence SELECT coalesce(max(seq), 0) FROM jobs",
+            """
+            CREATE TABLE events (
+                seq bigint PRIMARY KEY,
+                event_id text NOT NULL UNIQUE,
+                namespace text NOT NULL,
+                job_id text,
+                deployment_name text,
+                reason text NOT NULL,
+                created_at double precision NOT NULL,
+                target text NOT NULL,
+                document text NOT NULL
+            )
+            """,
+            "CREATE INDEX events_by_job ON events (job_id, seq)",
+            "CREATE INDEX events_by_namespace ON events (namespace, seq)",
+            "CREATE INDEX events_by_time ON events (created_at)",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
-
-
-JOB_COLUMNS: Final = "job_id, namespace, state, resource_version, document, target, observed"
-"""The columns of a stored Job, in the order of ``StoredJob``'s fields."""
-
-
-def job_upsert(placeholder: str) -> str:
-    """Insert or replace a Job, unless the stored row is newer or has counted more restarts
-    (a row never goes back); ``placeholder`` is the driver's parameter mark."""
-    values = ", ".join([placeholder] * len(JOB_COLUMNS.split(", ")))
-    return f"""
-    INSERT INTO jobs ({JOB_COLUMNS}) VALUES ({values})
-    ON CONFLICT (job_id) DO UPDATE SET
-        namespace = excluded.namespace,
-        state = excluded.state,
-        resource_version = excluded.resource_version,
-        document = excluded.document,
-        target = excluded.target,
-        observed = excluded.observed
-    WHERE excluded.resource_version >= jobs.resource_version
-        AND excluded.observed >= jobs.observed
-"""

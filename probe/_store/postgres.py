@@ -25,8 +25,16 @@ from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
 from probe._cogs.errors import one_line
-from probe._store import migrations
-from probe._store.base import FencedOut, Lease, StoredJob, StoreError
+from probe._store import migrations, statements
+from probe._store.base import (
+    Changes,
+    EventQuery,
+    FencedOut,
+    Lease,
+    StoredEvent,
+    StoredJob,
+    StoreError,
+)
 from probe._store.leases import LeaseRow, plan_claim
 
 CONNECT_TIMEOUT_SECONDS: Final = 10
@@ -40,7 +48,7 @@ IDLE_CONNECTIONS: Final = 4
 _MIGRATION_LOCK: Final = 0x464C4B50_00000001
 _CLAIM_LOCK: Final = 0x464C4B50_00000002
 
-_UPSERT: Final = migrations.job_upsert("%s")
+_SQL: Final = statements.Dialect.of("%s")
 
 _RELEASED: Final = "'-infinity'::timestamptz"
 """The expiry of a released lease: free at once on every clock, and told apart from expired."""
@@ -165,7 +173,7 @@ class PostgresStore:
         return cls(url, instance, connections)
 
     def load(self, targets: Collection[str] | None = None) -> list[StoredJob]:
-        query = f"SELECT {migrations.JOB_COLUMNS} FROM jobs"
+        query = f"SELECT {statements.JOB_COLUMNS} FROM jobs"
         parameters: tuple[object, ...] = ()
         if targets is not None:
             query += " WHERE target = ANY(%s)"
@@ -175,29 +183,25 @@ class PostgresStore:
         return [StoredJob(*row) for row in rows]
 
     def write_batch(
-        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
-    ) -> None:
-        """Upsert ``jobs`` in one transaction, committed synchronously (see Store.write_batch).
+        self,
+        jobs: Sequence[StoredJob],
+        fences: Mapping[str, int] | None = None,
+        events: Sequence[StoredEvent] = (),
+    ) -> int:
+        """Upsert ``jobs`` and add ``events`` in one transaction, committed synchronously (see
+        Store.write_batch).
 
         The fences are checked in the same transaction, the leases locked until it commits,
         so a takeover waits for a write begun under the old token and refuses any after it.
+        The sequence row is locked until the commit too: writers take their numbers in the
+        order they commit, so a watch that read up to a number has missed none below it.
         """
-        if not jobs:
-            return
-        fenced = {job.target: fences[job.target] for job in jobs if fences and job.target in fences}
+        if not jobs and not events:
+            return self.sequence()
+        targets = {job.target for job in jobs} | {event.target for event in events}
+        fenced = {target: fences[target] for target in targets if fences and target in fences}
         # One order for every writer, so two writing the same Jobs cannot deadlock.
-        rows = [
-            (
-                job.job_id,
-                job.namespace,
-                job.state,
-                job.resource_version,
-                job.document,
-                job.target,
-                job.observed,
-            )
-            for job in sorted(jobs, key=lambda job: job.job_id)
-        ]
+        ordered = sorted(jobs, key=lambda job: job.job_id)
         with (
             self._session(f"writing {len(jobs)} jobs to") as connection,
             connection.transaction(),
@@ -214,8 +218,23 @@ class PostgresStore:
                 stale = [target for target, token in fenced.items() if current.get(target) != token]
                 if stale:
                     raise FencedOut(f"state.url {self._url}", stale)
-            with connection.cursor() as cursor:
-                cursor.executemany(_UPSERT, rows)
+            return _SQL.write(connection, ordered, events)
+
+    def sequence(self) -> int:
+        with self._session("reading the sequence of") as connection:
+            return statements.sequence(connection)
+
+    def changes(self, after: int, limit: int) -> Changes:
+        with self._session("reading changes from") as connection:
+            return _SQL.changes(connection, after, limit)
+
+    def events(self, query: EventQuery) -> list[StoredEvent]:
+        with self._session("reading events from") as connection:
+            return _SQL.events(connection, query)
+
+    def trim_events(self, older_than: float, max_per_job: int, job_ids: Collection[str]) -> int:
+        with self._session("trimming events in") as connection, connection.transaction():
+            return _SQL.trim(connection, older_than, max_per_job, job_ids)
 
     def claim(self, targets: Collection[str], ttl: float) -> tuple[Lease, ...]:
         """See Store.claim; claims run one at a time, each seeing the others' outcome."""

@@ -22,13 +22,21 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 from probe._cogs.errors import one_line
-from probe._store import migrations
-from probe._store.base import FencedOut, Lease, StoredJob, StoreError
+from probe._store import migrations, statements
+from probe._store.base import (
+    Changes,
+    EventQuery,
+    FencedOut,
+    Lease,
+    StoredEvent,
+    StoredJob,
+    StoreError,
+)
 from probe._store.leases import LocalLeases
 
 # SQLite's busy_timeout (the `timeout` of sqlite3.connect): how long a statement waits for a
@@ -36,7 +44,10 @@ from probe._store.leases import LocalLeases
 # "database is locked".
 BUSY_TIMEOUT_SECONDS: Final = 5.0
 
-_UPSERT: Final = migrations.job_upsert("?")
+_SQL: Final = statements.Dialect.of("?")
+
+
+_T = TypeVar("_T")
 
 
 def _sqlite_reason(exc: sqlite3.Error) -> str:
@@ -80,27 +91,25 @@ class SQLiteStore:
         return cls(path, connection, lock_fd)
 
     def load(self, targets: Collection[str] | None = None) -> list[StoredJob]:
-        query = f"SELECT {migrations.JOB_COLUMNS} FROM jobs"
+        query = f"SELECT {statements.JOB_COLUMNS} FROM jobs"
         parameters: tuple[str, ...] = ()
         if targets is not None:
             query += " WHERE target IN (SELECT value FROM json_each(?))"
             parameters = (json.dumps(list(targets)),)
-        with self._mutex:
-            connection = self._open_connection()
-            try:
-                rows = connection.execute(
-                    f"{query} ORDER BY namespace, job_id", parameters
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise StoreError(
-                    f"reading state file {self._path} failed: {_sqlite_reason(exc)}"
-                ) from exc
+        rows = self._read(
+            "reading",
+            lambda c: c.execute(f"{query} ORDER BY namespace, job_id", parameters).fetchall(),
+        )
         return [StoredJob(*row) for row in rows]
 
     def write_batch(
-        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
-    ) -> None:
-        """Upsert ``jobs`` in one synced transaction; a stored row never goes back.
+        self,
+        jobs: Sequence[StoredJob],
+        fences: Mapping[str, int] | None = None,
+        events: Sequence[StoredEvent] = (),
+    ) -> int:
+        """Upsert ``jobs`` and add ``events`` in one synced transaction; a stored row never
+        goes back.
 
         A row is replaced only by one with a resource_version and an ``observed`` at least as
         high, so a stale write is ignored; a fence of a released lease refuses the batch
@@ -108,11 +117,12 @@ class SQLiteStore:
         batch is stored, StoreError is raised, and the store stays usable: the caller keeps
         the batch and retries once the condition clears.
         """
-        if not jobs:
-            return
         with self._mutex:
             connection = self._open_connection()
-            stale = self._leases.stale(fences or {}, {job.target for job in jobs})
+            if not jobs and not events:
+                return statements.sequence(connection)
+            targets = {job.target for job in jobs} | {event.target for event in events}
+            stale = self._leases.stale(fences or {}, targets)
             if stale:
                 raise FencedOut(f"state file {self._path}", stale)
             try:
@@ -121,21 +131,7 @@ class SQLiteStore:
                 if connection.in_transaction:
                     connection.rollback()
                 connection.execute("BEGIN IMMEDIATE")
-                connection.executemany(
-                    _UPSERT,
-                    (
-                        (
-                            job.job_id,
-                            job.namespace,
-                            job.state,
-                            job.resource_version,
-                            job.document,
-                            job.target,
-                            job.observed,
-                        )
-                        for job in jobs
-                    ),
-                )
+                top = _SQL.write(connection, jobs, events)
                 connection.execute("COMMIT")
             except BaseException as exc:
                 if connection.in_transaction:
@@ -147,6 +143,41 @@ class SQLiteStore:
                         f"{_sqlite_reason(exc)}"
                     ) from exc
                 raise
+            return top
+
+    def sequence(self) -> int:
+        return self._read("reading", statements.sequence)
+
+    def changes(self, after: int, limit: int) -> Changes:
+        return self._read("reading", lambda c: _SQL.changes(c, after, limit))
+
+    def events(self, query: EventQuery) -> list[StoredEvent]:
+        return self._read("reading", lambda c: _SQL.events(c, query))
+
+    def trim_events(self, older_than: float, max_per_job: int, job_ids: Collection[str]) -> int:
+        def trim(connection: sqlite3.Connection) -> int:
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = _SQL.trim(connection, older_than, max_per_job, job_ids)
+                connection.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.rollback()
+                raise
+            return dropped
+
+        return self._read("trimming events of", trim)
+
+    def _read(self, doing: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``read`` on the connection, under the mutex; a failure raises StoreError."""
+        with self._mutex:
+            connection = self._open_connection()
+            try:
+                return read(connection)
+            except sqlite3.Error as exc:
+                raise StoreError(
+                    f"{doing} state file {self._path} failed: {_sqlite_reason(exc)}"
+                ) from exc
 
     def claim(self, targets: Collection[str], ttl: float) -> tuple[Lease, ...]:
         """Every target is granted: no other process can open the file."""

@@ -124,6 +124,9 @@ def _settings(
     target: DiscoveredTarget, profile: ProfileConfig | None, interval: float
 ) -> TargetConfig:
     template = _UNSECURED if profile is None else profile.template
+    metrics_max_age = interval + METRICS_MAX_AGE_MARGIN
+    if profile is not None and profile.metrics_max_age is not None:
+        metrics_max_age = profile.metrics_max_age
     # Not validated again: every field was checked where it was declared, and the profile's
     # secrets were read when the configuration was loaded.
     return template.model_copy(
@@ -132,6 +135,6 @@ def _settings(
             "url": target.url,
             "namespace": target.namespace,
             "discover": True,
-            "metrics_max_age": interval + METRICS_MAX_AGE_MARGIN,
+            "metrics_max_age": metrics_max_age,
         }
     )

@@ -76,6 +76,19 @@ class StateCollector(Collector):
             "Batches the state store refused (kept in memory and retried).",
             value=store.failures,
         )
+        events = CounterMetricFamily(
+            "flink_probe_events",
+            "Events this daemon wrote to the store, by namespace and reason.",
+            labels=["namespace", "reason"],
+        )
+        for (namespace, reason), count in sorted(store.events_written.items()):
+            events.add_metric([namespace, reason], count)
+        yield events
+        yield CounterMetricFamily(
+            "flink_probe_events_dropped",
+            "Events deleted past events.retention or events.max_per_job, oldest first.",
+            value=store.events_dropped,
+        )
         if ownership is not None:
             yield from _lease_families(ownership, self._wanted())
 

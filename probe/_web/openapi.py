@@ -1,9 +1,9 @@
 """The OpenAPI 3.1 description of the daemon's HTTP API, served at ``GET /api/openapi.json``.
 
-The Job schemas are generated from the pydantic models (``Job.model_json_schema``) in
-serialization mode, so the document cannot drift from what the API sends; the rest (paths,
-health answers, the JSON error) is written here and checked against a live daemon by
-tests/e2e/test_openapi.py (schemathesis).
+The Job and Event schemas are generated from the pydantic models (``Job.model_json_schema``)
+in serialization mode, so the document cannot drift from what the API sends; the rest (paths,
+parameters, lists, watch lines, health answers, the JSON error) is written here and checked
+against a live daemon by tests/e2e/test_openapi.py (schemathesis).
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from typing import Any, Final
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from probe._core.model import Job, format_rfc3339
+from probe._core.events import Event, Reason
+from probe._core.model import Job, JobState, format_rfc3339
 from probe._version import __version__
+from probe._web.queries import DEFAULT_LIMIT, MAX_LIMIT, MAX_NUMBER
+from probe._web.watch import WATCH_CONTENT_TYPE, Watches
 
 OPENAPI_PATH: Final = "/api/openapi.json"
 PROBE_PATH: Final = "/probe"
 JOBS_PATH: Final = "/api/v1/namespaces/{namespace}/jobs"
 JOB_PATH: Final = "/api/v1/namespaces/{namespace}/jobs/{jobId}"
+EVENTS_PATH: Final = "/api/v1/namespaces/{namespace}/events"
 WRITE_METHODS: Final = ("post", "put", "patch", "delete")
 
 _SCHEMAS: Final = "#/components/schemas/"
@@ -57,16 +61,131 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _job_schemas() -> dict[str, Any]:
-    """The Job and every model it is made of, as components."""
-    job = Job.model_json_schema(
+def _model_schemas(model: type[Job] | type[Event]) -> dict[str, Any]:
+    """``model`` and every model it is made of, as components."""
+    schema = model.model_json_schema(
         by_alias=True,
         mode="serialization",
         ref_template=_SCHEMAS + "{model}",
         schema_generator=_WireJsonSchema,
     )
-    definitions: dict[str, Any] = job.pop("$defs", {})
-    return {**definitions, "Job": job}
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+    return {**definitions, model.__name__: schema}
+
+
+def _event_schemas() -> dict[str, Any]:
+    """The Event and its parts; a served event always has its sequence number."""
+    schemas = _model_schemas(Event)
+    metadata = schemas["EventMetadata"]
+    metadata["properties"] = {
+        **metadata["properties"],
+        "name": {**_ref("Reason"), "description": "the reason: what happened"},
+        "resourceVersion": {
+            "type": "integer",
+            "minimum": 1,
+            "description": "the store-wide sequence number of the commit that wrote the event",
+        },
+    }
+    schemas["EventSpec"]["properties"]["details"]["description"] = (
+        "by reason: JOB_RESTARTED restartsFrom, restartsTo and rootCauses (exceptionName,"
+        " message: its first line, timestamp: ms since the epoch, taskName);"
+        " JOBMANAGER_FAILOVER oldStartTime and newStartTime; JOB_FAILED reason and message;"
+        " JOB_STARTING and TARGET_* target (TARGET_UNREACHABLE also error); the other Job"
+        " events flinkJobStatus"
+    )
+    return schemas
+
+
+def _list_schemas() -> dict[str, Any]:
+    """JobList and EventList, and the lines of their watches."""
+    sequence = {
+        "type": "integer",
+        "minimum": 0,
+        "description": "the store-wide sequence number of the last commit: watch from it",
+    }
+
+    def bookmark(kind: str) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": "the stream is complete up to metadata.resourceVersion: resume from it",
+            "required": ["type", "object"],
+            "additionalProperties": False,
+            "properties": {
+                "type": {"const": "BOOKMARK"},
+                "object": {
+                    "type": "object",
+                    "required": ["kind", "metadata"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "kind": {"const": kind},
+                        "metadata": {
+                            "type": "object",
+                            "required": ["resourceVersion"],
+                            "additionalProperties": False,
+                            "properties": {"resourceVersion": sequence},
+                        },
+                    },
+                },
+            },
+        }
+
+    def change(kind: str, types: list[str]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "required": ["type", "object"],
+            "additionalProperties": False,
+            "properties": {"type": {"enum": types}, "object": _ref(kind)},
+        }
+
+    return {
+        "JobList": {
+            "type": "object",
+            "required": ["kind", "metadata", "items"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"const": "JobList"},
+                "metadata": {
+                    "type": "object",
+                    "required": ["resourceVersion"],
+                    "additionalProperties": False,
+                    "properties": {"resourceVersion": sequence},
+                },
+                "items": {"type": "array", "items": _ref("Job")},
+            },
+        },
+        "EventList": {
+            "type": "object",
+            "required": ["apiVersion", "kind", "metadata", "items"],
+            "additionalProperties": False,
+            "properties": {
+                "apiVersion": {"const": "v1"},
+                "kind": {"const": "EventList"},
+                "metadata": {
+                    "type": "object",
+                    "required": ["resourceVersion", "continue"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "resourceVersion": sequence,
+                        "continue": {
+                            "type": ["string", "null"],
+                            "description": "the next page's token (null: this page is the last)",
+                        },
+                    },
+                },
+                "items": {"type": "array", "items": _ref("Event"), "description": "newest first"},
+            },
+        },
+        "JobWatchEvent": {
+            "description": "One line of a watch of Jobs: a Job at its newest, ADDED the first"
+            " time the stream sends a Job created after resourceVersion (from 0: every Job),"
+            " MODIFIED otherwise; or a BOOKMARK",
+            "oneOf": [change("Job", ["ADDED", "MODIFIED"]), bookmark("Job")],
+        },
+        "EventWatchEvent": {
+            "description": "One line of a watch of events: an event ADDED, or a BOOKMARK",
+            "oneOf": [change("Event", ["ADDED"]), bookmark("Event")],
+        },
+    }
 
 
 def _error_schema() -> dict[str, Any]:
@@ -151,7 +270,12 @@ def _error_responses() -> dict[str, Any]:
         (404, "no such Job in this namespace, or no such path"),
         (405, "Jobs are managed by flink-probe alone: the API is read-only"),
         (409, "the name is another target's, or the target is enrolled under another name"),
-        (429, "enrollment.max_targets targets are enrolled, and this one is new"),
+        (
+            429,
+            "enrollment.max_targets targets are enrolled, and this one is new (/probe);"
+            " server.max_watches watches are open (a watch)",
+        ),
+        (503, "the state store cannot be read"),
     ):
         response = _json(_ref("Error"), description)
         if status == 405:
@@ -209,9 +333,30 @@ def _probe_parameters() -> list[dict[str, Any]]:
     ]
 
 
+def _list_answers(item_list: str, line: str, description: str) -> dict[str, Any]:
+    """A list's answers: the list as JSON, or with ``watch=true`` its changes as lines."""
+    ok = _json(_ref(item_list), f"{description}; with watch=true, every change as one line")
+    ok["content"][WATCH_CONTENT_TYPE] = {"schema": _ref(line)}
+    return {"200": ok, **_errors(400, 401, 404, 429, 503)}
+
+
+_WATCH_DESCRIPTION: Final = (
+    "With watch=true the answer streams newline-delimited JSON (Kubernetes' watch): one line"
+    " per change committed after resourceVersion, in commit order, filtered as the list is, and"
+    f" BOOKMARK lines (after every batch of changes and after {Watches.heartbeat:g} s of"
+    " silence) saying how far the stream is complete. A client that resumes from the last"
+    " resourceVersion it read gets every later change exactly once. A reader that takes no data"
+    f" for {Watches.write_timeout:g} s is disconnected."
+)
+
+
 def _paths() -> dict[str, Any]:
     namespace = {"$ref": "#/components/parameters/namespace"}
     job_id = {"$ref": "#/components/parameters/jobId"}
+    watch = [
+        {"$ref": f"#/components/parameters/{name}"}
+        for name in ("watch", "resourceVersion", "timeoutSeconds")
+    ]
     text = {"schema": {"type": "string"}}
     return {
         "/": {
@@ -300,9 +445,16 @@ def _paths() -> dict[str, Any]:
             "parameters": [namespace],
             "get": {
                 "operationId": "listJobs",
-                "summary": "Every Job of the namespace, history (final Jobs) included",
+                "summary": "Every Job of the namespace, history (final Jobs) included; or a"
+                " watch of them",
+                "description": _WATCH_DESCRIPTION,
                 "tags": ["jobs"],
-                "responses": {"200": _json(_ref("JobList"), "the Jobs"), **_errors(401, 404)},
+                "parameters": [
+                    {"$ref": "#/components/parameters/deploymentName"},
+                    {"$ref": "#/components/parameters/state"},
+                    *watch,
+                ],
+                "responses": _list_answers("JobList", "JobWatchEvent", "the Jobs"),
             },
             **_read_only("Jobs"),
         },
@@ -316,6 +468,84 @@ def _paths() -> dict[str, Any]:
             },
             **_read_only("Job"),
         },
+        EVENTS_PATH: {
+            "parameters": [namespace],
+            "get": {
+                "operationId": "listEvents",
+                "summary": "What happened to the namespace's Jobs and targets, and why, newest"
+                " first, a page at a time; or a watch of it",
+                "description": _WATCH_DESCRIPTION,
+                "tags": ["events"],
+                "parameters": [
+                    {"$ref": f"#/components/parameters/{name}"}
+                    for name in ("eventJobId", "deploymentName", "reason", "since", "limit")
+                ]
+                + [{"$ref": "#/components/parameters/continue"}, *watch],
+                "responses": _list_answers("EventList", "EventWatchEvent", "the events"),
+            },
+        },
+    }
+
+
+def _query_parameters() -> dict[str, Any]:
+    """The query parameters of the lists and watches, as components."""
+    integer = {"type": "integer", "maximum": MAX_NUMBER}
+
+    def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+        return {"name": name, "in": "query", "schema": schema, "description": description}
+
+    return {
+        "deploymentName": query(
+            "deploymentName", {"type": "string"}, "only those of this metadata.deploymentName"
+        ),
+        "state": query(
+            "state", {"enum": [state.value for state in JobState]}, "only Jobs in this state"
+        ),
+        "eventJobId": query(
+            "jobId",
+            {
+                "type": "string",
+                "pattern": "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                "[0-9a-fA-F]{12}|[0-9a-fA-F]{32})$",
+            },
+            "only the events of this Job (its metadata.id, dashed or as 32 hex digits)",
+        ),
+        "reason": query(
+            "reason", {"enum": [reason.value for reason in Reason]}, "only events of this reason"
+        ),
+        "since": query(
+            "since",
+            {"type": "string", "format": "date-time"},
+            "only events created at or after this RFC 3339 time",
+        ),
+        "limit": query(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+            "the most events in one page",
+        ),
+        "continue": query(
+            "continue",
+            {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            "the token of the next page: the previous page's metadata.continue (pass the same"
+            " filters)",
+        ),
+        "watch": query(
+            "watch",
+            {"type": "boolean", "default": False},
+            "true: stream the changes instead of answering the list",
+        ),
+        "resourceVersion": query(
+            "resourceVersion",
+            {**integer, "minimum": 0, "default": 0},
+            "with watch=true: stream the changes committed after this sequence number (a"
+            " list's metadata.resourceVersion, or the last one a watch delivered); 0:"
+            " everything, each Job once at its newest",
+        ),
+        "timeoutSeconds": query(
+            "timeoutSeconds",
+            {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_NUMBER},
+            "with watch=true: end the stream after this many seconds (default: never)",
+        ),
     }
 
 
@@ -326,7 +556,7 @@ def _document() -> dict[str, Any]:
             "title": "flink-probe",
             "version": __version__,
             "description": "Apache Flink jobs as Ververica Platform Job resources (read-only),"
-            " Prometheus metrics and health checks.",
+            " their events, Prometheus metrics and health checks.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "/"}],
@@ -343,6 +573,7 @@ def _document() -> dict[str, Any]:
                     "description": "the Jobs' metadata.namespace",
                     "schema": {"type": "string", "minLength": 1, "pattern": "^[^/]+$"},
                 },
+                **_query_parameters(),
                 "jobId": {
                     "name": "jobId",
                     "in": "path",
@@ -353,16 +584,9 @@ def _document() -> dict[str, Any]:
             },
             "responses": _error_responses(),
             "schemas": {
-                **_job_schemas(),
-                "JobList": {
-                    "type": "object",
-                    "required": ["kind", "items"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "kind": {"const": "JobList"},
-                        "items": {"type": "array", "items": _ref("Job")},
-                    },
-                },
+                **_model_schemas(Job),
+                **_event_schemas(),
+                **_list_schemas(),
                 "Error": _error_schema(),
                 **_health_schemas(),
             },

@@ -3,11 +3,14 @@
 ``/metrics`` streams the per-Job series and the registry piece by piece (OpenMetrics when the
 scraper asks for it, gzip when it accepts it); ``/probe?target=`` answers one target's series,
 enrolling it first if it is new (the multi-target exporter pattern); ``/healthz`` and
-``/readyz`` answer for orchestration; the Job API is read-only.
+``/readyz`` answer for orchestration; the Job API is read-only. The Job and event lists carry
+the store-wide sequence number as ``metadata.resourceVersion``, and stream their changes from
+one with ``?watch=true`` (`probe._web.watch`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -24,14 +27,33 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from probe._cogs.errors import one_line
 from probe._core.model import InvalidJobId, canonical_job_id
 from probe._runtime.book import JobBook
 from probe._runtime.catalog import JobCatalog
+from probe._runtime.journal import Journal
 from probe._runtime.scheduler import TargetHealth
+from probe._store import StoreError
 from probe._targets import Decision
 from probe._version import __version__
 from probe._web.metrics import JobSeriesRenderer, target_up
-from probe._web.openapi import OPENAPI_PATH, PROBE_PATH, openapi_json
+from probe._web.openapi import (
+    EVENTS_PATH,
+    JOB_PATH,
+    JOBS_PATH,
+    OPENAPI_PATH,
+    PROBE_PATH,
+    openapi_json,
+)
+from probe._web.queries import (
+    BadParameter,
+    Watch,
+    continue_token,
+    event_query,
+    job_selector,
+    watch_of,
+)
+from probe._web.watch import Select, Watches, event_changes, job_changes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -93,6 +115,8 @@ INDEX = """<!doctype html><html><head><title>flink-probe</title></head><body>
 <li><code>/probe?target=&lt;url&gt;</code>: one Flink cluster's series (multi-target pattern)</li>
 <li><a href="/api/v1/namespaces/default/jobs">/api/v1/namespaces/default/jobs</a>: Job resources
 (namespace <code>default</code>)</li>
+<li><a href="/api/v1/namespaces/default/events">/api/v1/namespaces/default/events</a>: what
+happened to them, and why</li>
 <li><a href="/healthz">/healthz</a>: liveness</li>
 <li><a href="/readyz">/readyz</a>: readiness</li>
 <li><a href="/api/openapi.json">/api/openapi.json</a>: the API's OpenAPI description</li>
@@ -109,9 +133,13 @@ class Api:
         job_series: JobSeriesRenderer,
         catalog: JobCatalog | None = None,
         enrollment: Enrollment | None = None,
+        journal: Journal | None = None,
+        max_watches: int = 100,
     ) -> None:
         """``catalog``: the Jobs the API serves (default: the book's); ``enrollment``: what
-        ``/probe`` consults (None: it answers 404)."""
+        ``/probe`` consults (None: it answers 404); ``journal``: the events and the changes
+        (None: the event list and the watches answer 404); ``max_watches``: watches open at
+        once."""
         self.job_series = job_series
         """Replaced by the daemon when a reload changes ``probe.metrics_retention``."""
         self.book = book
@@ -119,23 +147,26 @@ class Api:
         self.registry = registry
         self.liveness = liveness
         self.enrollment = enrollment
+        self.journal = journal
+        self.watches = None if journal is None else Watches(journal, max_watches)
 
     def app(self, middlewares: Iterable[Middleware] = ()) -> web.Application:
         # `middlewares` (authentication) run first: a request without credentials learns
         # nothing, not even which paths exist.
         app = web.Application(middlewares=[*middlewares, _json_errors])
+        if self.watches is not None:
+            # The server waits for open requests when it shuts down: a watch never ends alone.
+            app.on_shutdown.append(self.watches.close)
         app.router.add_get("/", self.index)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get(PROBE_PATH, self.probe)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get(OPENAPI_PATH, self.openapi)
-        app.router.add_get("/api/v1/namespaces/{namespace}/jobs", self.list_jobs)
-        app.router.add_get("/api/v1/namespaces/{namespace}/jobs/{job_id}", self.get_job)
-        for path in (
-            "/api/v1/namespaces/{namespace}/jobs",
-            "/api/v1/namespaces/{namespace}/jobs/{job_id}",
-        ):
+        app.router.add_get(JOBS_PATH, self.list_jobs)
+        app.router.add_get(JOB_PATH, self.get_job)
+        app.router.add_get(EVENTS_PATH, self.list_events)
+        for path in (JOBS_PATH, JOB_PATH):
             for method in ("POST", "PUT", "PATCH", "DELETE"):
                 app.router.add_route(method, path, self.read_only)
         return app
@@ -231,20 +262,81 @@ class Api:
             body["storeError"] = store_error
         return json_response(200 if ready else 503, body)
 
-    async def list_jobs(self, request: web.Request) -> web.Response:
-        namespace = request.match_info["namespace"]
+    async def list_jobs(self, request: web.Request) -> web.StreamResponse:
+        """The namespace's Jobs (``?deploymentName=``, ``&state=``), or a watch of them."""
+        try:
+            selector = job_selector(request.match_info["namespace"], request.query)
+            watch = watch_of(request.query)
+        except BadParameter as exc:
+            return error(400, str(exc))
+        if watch is not None:
+            return await self._watch(request, "Job", watch, job_changes(selector, watch.start))
+        try:
+            # Read first: a watch from it may repeat a change the list shows, never miss one.
+            sequence = await self._sequence()
+        except StoreError as exc:
+            return _unavailable(exc)
         records = await self.catalog.records()
         items = [
             record.shown_job.to_wire()
             for record in list(records.values())
-            if record.job.metadata.namespace == namespace
+            if selector.admits(record.job)
         ]
         items.sort(key=lambda job: (job["metadata"]["createdAt"], job["metadata"]["id"]))
-        return json_response(200, {"kind": "JobList", "items": items})
+        return json_response(
+            200, {"kind": "JobList", "metadata": {"resourceVersion": sequence}, "items": items}
+        )
+
+    async def list_events(self, request: web.Request) -> web.StreamResponse:
+        """The namespace's events, newest first, a page at a time; or a watch of them."""
+        if self.journal is None:
+            return error(404, "events are not served here")
+        try:
+            query = event_query(request.match_info["namespace"], request.query)
+            watch = watch_of(request.query)
+        except BadParameter as exc:
+            return error(400, str(exc))
+        if watch is not None:
+            return await self._watch(request, "Event", watch, event_changes(query))
+        try:
+            sequence = await self.journal.sequence()
+            # The first page ends at that sequence number: what comes later, a watch from it
+            # sends. One more than a page tells whether another follows.
+            before = sequence + 1 if query.before is None else query.before
+            page = dataclasses.replace(query, before=before, limit=query.limit + 1)
+            events = await self.journal.events(page)
+        except StoreError as exc:
+            return _unavailable(exc)
+        items = [event.to_wire() for event in events[: query.limit]]
+        more = len(events) > query.limit
+        token = continue_token(items[-1]["metadata"]["resourceVersion"]) if more else None
+        return json_response(
+            200,
+            {
+                "apiVersion": "v1",
+                "kind": "EventList",
+                "metadata": {"resourceVersion": sequence, "continue": token},
+                "items": items,
+            },
+        )
+
+    async def _sequence(self) -> int:
+        """The store-wide sequence number of the last commit (this daemon's, without a
+        journal)."""
+        return self.book.sequence if self.journal is None else await self.journal.sequence()
+
+    async def _watch(
+        self, request: web.Request, kind: str, watch: Watch, select: Select
+    ) -> web.StreamResponse:
+        if self.watches is None:
+            return error(404, "watches are not served here")
+        if self.watches.full:
+            return error(429, "server.max_watches watches are open: try again later")
+        return await self.watches.serve(request, kind, watch, select)
 
     async def get_job(self, request: web.Request) -> web.Response:
         namespace = request.match_info["namespace"]
-        raw_id = request.match_info["job_id"]
+        raw_id = request.match_info["jobId"]
         try:
             job_id = canonical_job_id(raw_id)
         except InvalidJobId:
@@ -256,6 +348,10 @@ class Api:
 
     async def read_only(self, request: web.Request) -> web.Response:
         return error(405, "Job resources are managed by flink-probe alone: the API is read-only")
+
+
+def _unavailable(exc: StoreError) -> web.Response:
+    return error(503, f"the state store cannot be read: {one_line(str(exc))}")
 
 
 class _Families(Collector):

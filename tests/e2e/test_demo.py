@@ -78,6 +78,24 @@ async def test_demo_shows_restarts_and_final_states_until_ctrl_c() -> None:
     metrics = await asyncio.to_thread(client.metrics)
     assert metrics.total("flink_probe_job_restarts_total") > 0
 
+    async def printed() -> str:
+        return out.getvalue()
+
+    # Under the changes, the daemon's own events (from its API): why each Job changed.
+    await wait_for(
+        printed,
+        lambda text: (
+            {
+                ("JOB_RESTARTED", "orders"),
+                ("JOB_FINISHED", "nightly-report"),
+                ("JOB_FAILED", "broken-etl"),
+            }
+            <= set(re.findall(r"  event (\w+) +([\w-]+)/[0-9a-f]{8} ", text))
+        ),
+        "the daemon's events printed",
+        STORY_DEADLINE,
+    )
+
     # The daemon listens, so it handles SIGINT now (as Ctrl-C in the terminal).
     os.kill(os.getpid(), signal.SIGINT)
     assert await asyncio.wait_for(demo, STORY_DEADLINE) == 0
@@ -108,6 +126,7 @@ async def test_demo_redraws_a_table_on_a_terminal_and_stops_after_its_duration()
     assert len(frames) >= 3, "the table is redrawn in place"
     last = frames[-1]
     assert "flink-probe demo stopped." in last
+    assert "flink-probe's last events (GET /api/v1/namespaces/default/events):" in last
     assert set(table_rows(last)) == set(DEMO_JOBS)
 
 

@@ -169,7 +169,7 @@ async def test_odd_but_harmless_requests_are_answered_as_if_plain(daemon: Daemon
     assert len(items) == 1
 
     for request in (
-        get(jobs_path + b"?%zz=%ff&limit=-1&state=[]&state=STARTED&x"),
+        get(jobs_path + b"?%zz=%ff&page=-1&sort=[]&sort=name&x"),
         get(jobs_path, b"Content-Length: 11\r\n") + b"hello world",
         # A body announced but never sent: answered at once, not waited for.
         get(jobs_path, b"Content-Length: 1000000000\r\n") + b"hello",
@@ -181,7 +181,7 @@ async def test_odd_but_harmless_requests_are_answered_as_if_plain(daemon: Daemon
     for namespace in (b"%zz%25", b"%ff%fe", b"a%2Fb", b"..", b"%2e%2e"):
         answer = await exchange(port, get(b"/api/v1/namespaces/" + namespace + b"/jobs"))
         assert answer.status == 200, namespace
-        assert json.loads(answer.body) == {"kind": "JobList", "items": []}, namespace
+        assert json.loads(answer.body)["items"] == [], namespace
 
 
 async def test_stalled_half_requests_do_not_block_other_clients(daemon: DaemonHandle) -> None:

@@ -3,7 +3,8 @@
 schemathesis generates requests for every operation of the document (path parameters of every
 kind, positive and negative) against a daemon running as `flink-probe run` on a fake Flink
 cluster whose Jobs are in every state; each answer must be no 5xx and conform to the document:
-status code, content type, headers, body schema.
+status code, content type, headers, body schema. Watches (`?watch=true`) are cut short with
+`timeoutSeconds`, and their lines are checked against the document's line schemas.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ from probe._web.openapi import OPENAPI_PATH, PROBE_PATH, WRITE_METHODS, openapi_
 from probe.testing import FakeCluster, serve_in_thread
 
 REPO = Path(__file__).resolve().parents[2]
+JOBS = "/api/v1/namespaces/{namespace}/jobs"
+EVENTS = "/api/v1/namespaces/{namespace}/events"
 JIDS = {
     "orders": "3f1da3c86f22430f9200eda014ea5319",
     "nightly": "0f0e0d0c0b0a09080706050403020100",
@@ -70,6 +73,8 @@ def with_examples(document: dict[str, Any]) -> dict[str, Any]:
     }
     ids = [*EXPECTED_STATES, JIDS["orders"], str(uuid.UUID(int=0))]
     parameters["jobId"]["examples"] = {f"job{i}": {"value": v} for i, v in enumerate(ids)}
+    parameters["eventJobId"]["examples"] = parameters["jobId"]["examples"]
+    parameters["deploymentName"]["examples"] = {name: {"value": name} for name in JIDS}
     return document
 
 
@@ -86,16 +91,19 @@ def test_the_document_is_valid_openapi_3_1() -> None:
         "/api/openapi.json",
         "/api/v1/namespaces/{namespace}/jobs",
         "/api/v1/namespaces/{namespace}/jobs/{jobId}",
+        "/api/v1/namespaces/{namespace}/events",
     }
 
 
-def answer_schema(path: str, method: str, status: str) -> dict[str, Any]:
+def answer_schema(
+    path: str, method: str, status: str, content_type: str = "application/json"
+) -> dict[str, Any]:
     """The JSON schema of an answer, its reference followed."""
     document = openapi_document()
     answer = document["paths"][path][method]["responses"][status]
     if "$ref" in answer:
         answer = document["components"]["responses"][answer["$ref"].rpartition("/")[2]]
-    return followed(answer["content"]["application/json"]["schema"])
+    return followed(answer["content"][content_type]["schema"])
 
 
 def followed(schema: dict[str, Any]) -> dict[str, Any]:
@@ -121,6 +129,7 @@ def test_the_job_list_is_documented_field_by_field() -> None:
     """What a client of `GET .../jobs` relies on, written out (not derived from the model)."""
     job_list = fields(answer_schema("/api/v1/namespaces/{namespace}/jobs", "get", "200"))
     assert job_list["kind"] == {"const": "JobList"}
+    assert fields(job_list["metadata"])["resourceVersion"]["type"] == "integer"
     assert job_list["items"]["type"] == "array"
     job = fields(followed(job_list["items"]["items"]))
     assert job == fields(answer_schema("/api/v1/namespaces/{namespace}/jobs/{jobId}", "get", "200"))
@@ -170,6 +179,65 @@ def test_the_job_list_is_documented_field_by_field() -> None:
     )
 
 
+def test_the_event_list_is_documented_field_by_field() -> None:
+    event_list = fields(answer_schema(EVENTS, "get", "200"))
+    assert (event_list["apiVersion"], event_list["kind"]) == (
+        {"const": "v1"},
+        {"const": "EventList"},
+    )
+    list_metadata = fields(event_list["metadata"])
+    assert list_metadata["resourceVersion"]["type"] == "integer"
+    assert list_metadata["continue"]["type"] == ["string", "null"]
+    event = fields(followed(event_list["items"]["items"]))
+    assert set(event) == {"apiVersion", "kind", "metadata", "spec"}
+    metadata = fields(event["metadata"])
+    assert set(metadata) == {
+        "id",
+        "name",
+        "namespace",
+        "jobId",
+        "deploymentName",
+        "createdAt",
+        "resourceVersion",
+    }
+    assert set(metadata["name"]["enum"]) == {
+        "JOB_STARTING",
+        "JOB_STARTED",
+        "JOB_RESTARTED",
+        "JOBMANAGER_FAILOVER",
+        "JOB_TERMINATING",
+        "JOB_TERMINATED",
+        "JOB_FINISHED",
+        "JOB_FAILED",
+        "TARGET_UNREACHABLE",
+        "TARGET_REACHABLE",
+    }
+    assert (metadata["createdAt"]["type"], metadata["createdAt"]["format"]) == (
+        "string",
+        "date-time",
+    )
+    assert metadata["resourceVersion"]["type"] == "integer"
+    assert set(fields(event["spec"])) == {"message", "flinkJobId", "details"}
+
+
+def test_the_watches_are_documented() -> None:
+    """Both lists take the watch parameters and answer newline-delimited JSON lines, whose
+    types are Kubernetes' watch event types."""
+    paths = openapi_document()["paths"]
+    for path, kind, types in (
+        (JOBS, "Job", {"ADDED", "MODIFIED"}),
+        (EVENTS, "Event", {"ADDED"}),
+    ):
+        names = {ref["$ref"].rpartition("/")[2] for ref in paths[path]["get"]["parameters"]}
+        assert {"watch", "resourceVersion", "timeoutSeconds"} <= names
+        assert {"400", "429", "503"} <= set(paths[path]["get"]["responses"])
+        line = answer_schema(path, "get", "200", "application/x-ndjson")
+        change, bookmark = (followed(branch) for branch in line["oneOf"])
+        assert set(change["properties"]["type"]["enum"]) == types
+        assert followed(change["properties"]["object"])["properties"]["kind"]["default"] == kind
+        assert bookmark["properties"]["type"] == {"const": "BOOKMARK"}
+
+
 def test_writes_to_the_jobs_are_documented_as_refused() -> None:
     paths = openapi_document()["paths"]
     for path in (
@@ -208,7 +276,8 @@ def test_the_readmes_job_is_valid_and_mistakes_are_not() -> None:
         "$ref": "#/components/schemas/JobList",
         "components": openapi_document()["components"],
     }
-    jsonschema_rs.validate(job_list, {"kind": "JobList", "items": [README_JOB]})
+    listed = {"kind": "JobList", "metadata": {"resourceVersion": 7}}
+    jsonschema_rs.validate(job_list, {**listed, "items": [README_JOB]})
     started = ("status", "started")
     for wrong in (
         with_change(README_JOB, *started, "observedFlinkJobRestarts", value="3"),
@@ -220,7 +289,7 @@ def test_the_readmes_job_is_valid_and_mistakes_are_not() -> None:
         without(README_JOB, "status", "started"),
         without(README_JOB, "metadata", "terminatedAt"),
     ):
-        assert not jsonschema_rs.is_valid(job_list, {"kind": "JobList", "items": [wrong]}), wrong
+        assert not jsonschema_rs.is_valid(job_list, {**listed, "items": [wrong]}), wrong
 
 
 @pytest.fixture(scope="module")
@@ -260,6 +329,16 @@ def test_the_daemon_serves_the_document(live_daemon: ProbeClient) -> None:
 schema = schemathesis.openapi.from_dict(with_examples(openapi_document()))
 
 
+def watches_forever(query: dict[str, Any]) -> bool:
+    """Whether the daemon would stream this list's changes until the client leaves."""
+    timeout = query.get("timeoutSeconds", 1)
+    try:
+        seconds = -1.0 if isinstance(timeout, bool) else float(timeout)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    return str(query.get("watch")).lower() == "true" and 0 < seconds <= 10**18
+
+
 @schema.parametrize()
 @settings(
     max_examples=50,
@@ -271,17 +350,46 @@ def test_every_answer_conforms_to_the_document(case: Case[Any], live_daemon: Pro
     # refused is their point, not a failure. So is a /probe of a URL flink-probe does not take
     # (400: not an http(s) URL, an unknown profile), which no schema of a string can tell.
     refused_by_design = case.method.lower() in WRITE_METHODS or case.path == PROBE_PATH
+    if watches_forever(case.query or {}):
+        # A watch answers until the client leaves: this one ends at once (a valid timeout
+        # for a valid one: the case stays what it was generated as).
+        case.query = {**(case.query or {}), "timeoutSeconds": 0.01}
     case.call_and_validate(
         base_url=live_daemon.base_url,
         excluded_checks=[positive_data_acceptance] if refused_by_design else [],
     )
 
 
+def schema_of(name: str) -> dict[str, Any]:
+    """A component schema, with the components its references name."""
+    return {"$ref": f"#/components/schemas/{name}", "components": openapi_document()["components"]}
+
+
 def test_live_jobs_match_the_schema(live_daemon: ProbeClient) -> None:
     """Every Job the daemon serves, in every state, validates against the Job schema."""
-    document = openapi_document()
-    job_list = {"$ref": "#/components/schemas/JobList", "components": document["components"]}
     for namespace in ("default", "team-a"):
         status, body = live_daemon.get_json(f"/api/v1/namespaces/{namespace}/jobs")
         assert status == 200
-        jsonschema_rs.validate(job_list, body)
+        jsonschema_rs.validate(schema_of("JobList"), body)
+
+
+def test_live_events_and_watch_lines_match_the_schema(live_daemon: ProbeClient) -> None:
+    """The events of Jobs in every state, and every line of both watches from 0 (a second
+    long), validate against their schemas."""
+    status, body = live_daemon.get_json("/api/v1/namespaces/default/events?limit=1000")
+    assert status == 200
+    jsonschema_rs.validate(schema_of("EventList"), body)
+    reasons = {event["metadata"]["name"] for event in body["items"]}
+    assert {"JOB_STARTING", "JOB_STARTED", "JOB_FINISHED", "JOB_FAILED"} <= reasons
+    for path, line_schema, kind in (
+        ("jobs", "JobWatchEvent", "Job"),
+        ("events", "EventWatchEvent", "Event"),
+    ):
+        answer = live_daemon.request(
+            f"/api/v1/namespaces/default/{path}?watch=true&resourceVersion=0&timeoutSeconds=1"
+        )
+        assert (answer.status, answer.content_type) == (200, "application/x-ndjson")
+        lines = [json.loads(line) for line in answer.text.splitlines()]
+        assert {line["object"]["kind"] for line in lines} == {kind}
+        for line in lines:
+            jsonschema_rs.validate(schema_of(line_schema), line)

@@ -181,7 +181,7 @@ def test_a_refused_configuration_keeps_the_running_one(tmp_path: Path) -> None:
             ]
             assert value_error["errors"] == [
                 "probe.interval: invalid duration 'often':"
-                " use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"
+                " use e.g. 500ms, 1.5s, 10s, 5m, 1h, 30d, or a number of seconds"
             ]
             # One line each (no traceback), and nothing was applied in between.
             entries = log_entries(daemon)

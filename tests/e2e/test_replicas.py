@@ -2,33 +2,20 @@
 
 Every daemon is a `flink-probe run` subprocess (so it can be killed, stopped and signalled for
 real) on the test's own database of the session's private PostgreSQL server; the clusters are
-the fake Flink kit's, served from a thread of the test.
+the fake Flink kit's, served from a thread of the test. The scenarios on a real Flink are in
+tests/real/test_replicas_real.py; the thirty-target one stays here (30 real clusters do not fit).
 """
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from daemon_harness import (
-    DaemonProcess,
-    Metrics,
-    daemon_config,
-    dashed,
-    restarts_of,
-    target,
-    wait_until_sync,
-)
+from daemon_harness import dashed, target, wait_until_sync
+from fleet import WAIT, Fleet, Replica, Samples, count_reached, writes_by
 from postgres_cluster import Database, PostgresCluster
 
 from probe.testing import FakeCluster, FakeFlinkServer, serve_in_thread
@@ -37,106 +24,12 @@ pytestmark = pytest.mark.slow
 
 INTERVAL = 0.4
 LEASE_TTL = 1.2
-WAIT = 30.0
-"""Deadline of a wait; only reached when a test fails."""
-
-
-@dataclass
-class Replica:
-    """One daemon of the fleet, as a subprocess."""
-
-    name: str
-    process: DaemonProcess
-
-    def metrics(self) -> Metrics:
-        return self.process.client.metrics()
-
-    def holds(self, target_name: str) -> bool:
-        return self.metrics().value("flink_probe_target_lease", target=target_name) == 1.0
-
-    def held(self) -> int:
-        return int(self.metrics().total("flink_probe_target_lease"))
-
-    def exported_restarts(self, job_id: str) -> float | None:
-        return self.metrics().value("flink_probe_job_restarts_total", job_id=job_id)
-
-    def served_restarts(self, job_id: str) -> int | None:
-        return restarts_of(self.process.client.job(job_id))
-
-    def log_lines(self) -> list[dict[str, Any]]:
-        lines = []
-        for line in self.process.stderr.splitlines():
-            with contextlib.suppress(ValueError):
-                lines.append(json.loads(line))
-        return lines
-
-    def logged_at(self, event: str) -> list[float]:
-        """When each log line `event` was written (Unix time)."""
-        return [
-            datetime.fromisoformat(line["timestamp"]).timestamp()
-            for line in self.log_lines()
-            if line.get("event") == event
-        ]
-
-
-@dataclass
-class Fleet:
-    """Starts replicas on one database; every one is killed when the test ends."""
-
-    directory: Path
-    database: Database
-    replicas: list[Replica] = field(default_factory=list)
-
-    def config(
-        self,
-        instance: str,
-        targets: list[dict[str, object]],
-        settings: dict[str, object] | None = None,
-        **state: object,
-    ) -> dict[str, Any]:
-        """A replica's configuration: `targets`, other top-level keys from `settings`, and the
-        `state` keys over the fleet's."""
-        password_file = self.directory / "db-password"
-        password_file.write_text(self.database.password)
-        config = daemon_config(
-            self.directory / f"{instance}.db", targets, interval=f"{INTERVAL}s", timeout="300ms"
-        )
-        config["state"] = {
-            "url": self.database.url,
-            "password_file": str(password_file),
-            "instance": instance,
-            "lease_ttl": f"{LEASE_TTL}s",
-            "max_clock_skew": "50ms",
-            **state,
-        }
-        return {**config, **(settings or {})}
-
-    def start(
-        self,
-        instance: str,
-        targets: list[dict[str, object]],
-        settings: dict[str, object] | None = None,
-        **state: object,
-    ) -> Replica:
-        process = DaemonProcess(
-            self.config(instance, targets, settings, **state), self.directory / f"{instance}.yaml"
-        )
-        replica = Replica(instance, process)
-        self.replicas.append(replica)
-        process.wait_healthy()
-        return replica
 
 
 @pytest.fixture
 def fleet(tmp_path: Path, postgres_database: Database) -> Iterator[Fleet]:
-    fleet = Fleet(tmp_path, postgres_database)
-    try:
+    with Fleet(tmp_path, postgres_database, INTERVAL, LEASE_TTL) as fleet:
         yield fleet
-    finally:
-        for replica in fleet.replicas:
-            with contextlib.suppress(ProcessLookupError):
-                replica.process.process.send_signal(signal.SIGCONT)
-            replica.process.kill()
 
 
 @pytest.fixture
@@ -144,46 +37,6 @@ def cluster() -> Iterator[tuple[FakeCluster, FakeFlinkServer]]:
     fake = FakeCluster()
     with serve_in_thread(fake) as server:
         yield fake, server
-
-
-class Samples:
-    """Reads every replica's exposed count of one Job over and over, in a thread, and keeps
-    each source's readings (a replica's API, a replica's /metrics) in order."""
-
-    def __init__(self, replicas: list[Replica], job_id: str) -> None:
-        self.readings: dict[str, list[float]] = {}
-        self._replicas = replicas
-        self._job_id = job_id
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for replica in self._replicas:
-                self._read(f"{replica.name} api", replica.served_restarts)
-                self._read(f"{replica.name} metrics", replica.exported_restarts)
-            time.sleep(0.02)
-
-    def _read(self, source: str, read: Callable[[str], float | None]) -> None:
-        try:
-            value = read(self._job_id)
-        except (OSError, AssertionError):
-            return  # a replica killed, stopped or not yet listening
-        if value is not None:
-            self.readings.setdefault(source, []).append(value)
-
-    def __enter__(self) -> Samples:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def assert_never_down(self) -> None:
-        for source, values in self.readings.items():
-            drops = [(a, b) for a, b in itertools.pairwise(values) if b < a]
-            assert drops == [], f"{source} went down: {drops}"
 
 
 def restart_until_counted(
@@ -196,15 +49,6 @@ def restart_until_counted(
         time.sleep(INTERVAL)
     count = cluster.job(jid).num_restarts
     return count_reached(replica, dashed(jid), count, within=within)
-
-
-def count_reached(replica: Replica, job_id: str, count: int, *, within: float = WAIT) -> int:
-    wait_until_sync(
-        lambda: replica.exported_restarts(job_id) == count,
-        f"{replica.name} to export {count} restarts",
-        within,
-    )
-    return count
 
 
 def test_a_killed_holders_target_is_taken_over_and_counted_on(
@@ -223,7 +67,7 @@ def test_a_killed_holders_target_is_taken_over_and_counted_on(
         restart_until_counted(fake, jid, a, 3)
         wait_until_sync(lambda: b.served_restarts(job_id) == 3, "b to serve a's count", WAIT)
 
-        a.process.process.kill()  # kill -9
+        a.kill9()
         killed = time.monotonic()
         fake.restart(jid, 2)  # while nobody holds the target
         wait_until_sync(lambda: b.holds("prod"), "b to take prod over", WAIT)
@@ -233,40 +77,12 @@ def test_a_killed_holders_target_is_taken_over_and_counted_on(
 
     assert final == 7
     assert took <= LEASE_TTL + 2 * INTERVAL, f"taken over after {took:.2f} s"
-    assert b.metrics().value("flink_probe_lease_takeovers_total") == 1.0
+    assert b.takeovers() == 1.0
     samples.assert_never_down()
     assert {"a api", "a metrics", "b api", "b metrics"} <= set(samples.readings)
     secret = fleet.database.password
     assert secret not in a.process.stderr + b.process.stderr
     assert secret not in b.process.client.request("/metrics").text
-
-
-def writes_by(cluster: PostgresCluster, database: Database) -> Callable[[str], int]:
-    """Counts the rows each instance writes from now on (a trigger records the writer's
-    application_name, which names its instance)."""
-    with cluster.admin(database.name) as admin:
-        admin.execute("CREATE TABLE job_writes (writer text NOT NULL)")
-        admin.execute("GRANT INSERT ON job_writes TO PUBLIC")
-        admin.execute(
-            "CREATE FUNCTION record_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " INSERT INTO job_writes VALUES (current_setting('application_name'));"
-            " RETURN NEW; END $$"
-        )
-        admin.execute(
-            "CREATE TRIGGER record_writes AFTER INSERT OR UPDATE ON jobs"
-            " FOR EACH ROW EXECUTE FUNCTION record_write()"
-        )
-
-    def count(instance: str) -> int:
-        with cluster.admin(database.name) as admin:
-            row = admin.execute(
-                "SELECT count(*) FROM job_writes WHERE writer = %s", (f"flink-probe {instance}",)
-            ).fetchone()
-        assert row is not None
-        assert isinstance(row[0], int)
-        return row[0]
-
-    return count
 
 
 def test_a_paused_holder_writes_nothing_once_resumed_and_drops_the_target(
@@ -282,13 +98,13 @@ def test_a_paused_holder_writes_nothing_once_resumed_and_drops_the_target(
     restart_until_counted(fake, jid, a, 2)
     writes = writes_by(postgres_cluster, fleet.database)
 
-    a.process.process.send_signal(signal.SIGSTOP)
+    a.pause()
     with Samples([b], job_id) as samples:
         fake.restart(jid)  # a's rounds cannot see this one; b's will
         wait_until_sync(lambda: b.holds("prod"), "b to take prod over", WAIT)
         fake.restart(jid, 2)
         count_reached(b, job_id, 5)
-    a.process.process.send_signal(signal.SIGCONT)
+    a.resume()
 
     wait_until_sync(
         lambda: a.exported_restarts(job_id) is None, "a's /metrics to drop the Job", WAIT
@@ -300,7 +116,7 @@ def test_a_paused_holder_writes_nothing_once_resumed_and_drops_the_target(
     assert a.exported_restarts(job_id) is None
     assert writes("a") == 0
     assert writes("b") > 0
-    assert a.process.client.job(job_id) is not None  # still served, from the store
+    assert a.job(job_id) is not None  # still served, from the store
     samples.assert_never_down()
 
 
@@ -315,12 +131,12 @@ def test_a_replaced_sidecar_continues_the_count_from_the_store(
     with serve_in_thread(fake) as old_jobmanager:
         a = fleet.start("pod-1", [target("orders", old_jobmanager.url)])
         restart_until_counted(fake, jid, a, 3)
-        a.process.process.kill()
+        a.kill9()
     fake.jobmanager_restart(keep_jobs=True)  # HA: the job recovers in the new JobManager
     with serve_in_thread(fake) as new_jobmanager:
         b = fleet.start("pod-2", [target("orders", new_jobmanager.url)])
         wait_until_sync(lambda: b.holds("orders"), "pod-2 to hold orders", WAIT)
-        assert b.metrics().value("flink_probe_lease_takeovers_total") == 1.0
+        assert b.takeovers() == 1.0
         fake.restart(jid, 2)
         count_reached(b, job_id, 3 + 1 + 2)
 
@@ -373,7 +189,7 @@ def test_three_replicas_share_thirty_targets_and_take_over_a_stopped_ones_at_onc
 
     wait_until_sync(shares, "each replica to hold 9 to 11 leases", WAIT)
     a, b, c = replicas
-    assert a.process.terminate() == 0
+    a.terminate()
     [released] = a.logged_at("leases released")
     wait_until_sync(lambda: b.held() + c.held() == 30, "b and c to hold every lease", WAIT)
     acquired = max(b.logged_at("lease acquired") + c.logged_at("lease acquired"))
@@ -401,9 +217,9 @@ def test_targets_from_a_shared_targets_file_are_leased_like_configured_ones(
         wait_until_sync(split, "each file target held by one replica, one each", WAIT)
 
         def served_everywhere() -> bool:
-            return all(r.process.client.job(dashed(jid)) for r in (a, b) for jid in jids)
+            return all(r.job(dashed(jid)) for r in (a, b) for jid in jids)
 
         wait_until_sync(served_everywhere, "both replicas to serve both Jobs", WAIT)
 
-        assert a.process.terminate() == 0
+        a.terminate()
         wait_until_sync(lambda: b.held() == 2, "b to take a's file target over", WAIT)

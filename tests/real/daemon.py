@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from http.client import HTTPResponse
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Protocol, Self
 
 from daemon_harness import (
     REPO,
@@ -251,25 +251,36 @@ class ProbeDaemon:
         return self.wait_job(job_id, lambda job: state_of(job) == state, f"state {state}", timeout)
 
     def wait_settled(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
-        """Wait until the Job is final and no longer probed (its count is settled): its
-        `lastUpdateTime` stayed the same for `SETTLED_AFTER_S`, several probe intervals."""
-        last: dict[str, Any] | None = None
-        unchanged_since = time.monotonic()
+        """Wait until the Job is final and no longer probed (`wait_settled`)."""
+        return wait_settled(self, job_id, timeout)
 
-        def settled() -> dict[str, Any] | None:
-            nonlocal last, unchanged_since
-            job = self.job(job_id)
-            if job is None or state_of(job) not in FINAL_STATES:
-                return None
-            if last is None or _last_update(job) != _last_update(last):
-                last, unchanged_since = job, time.monotonic()
-                return None
-            return job if time.monotonic() - unchanged_since >= SETTLED_AFTER_S else None
 
-        try:
-            return wait_for(settled, timeout, f"Job {job_id} final and settled", interval=0.1)
-        except AssertionError as timeout_error:
-            raise AssertionError(f"{timeout_error}\nlast Job: {self.job(job_id)}") from None
+class JobSource(Protocol):
+    """What serves Jobs by id: a `ProbeDaemon`, or a replica of a fleet sharing one store."""
+
+    def job(self, job_id: str) -> dict[str, Any] | None: ...
+
+
+def wait_settled(source: JobSource, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+    """Wait until the Job is final and no longer probed (its count is settled): its
+    `lastUpdateTime` stayed the same for `SETTLED_AFTER_S`, several probe intervals."""
+    last: dict[str, Any] | None = None
+    unchanged_since = time.monotonic()
+
+    def settled() -> dict[str, Any] | None:
+        nonlocal last, unchanged_since
+        job = source.job(job_id)
+        if job is None or state_of(job) not in FINAL_STATES:
+            return None
+        if last is None or _last_update(job) != _last_update(last):
+            last, unchanged_since = job, time.monotonic()
+            return None
+        return job if time.monotonic() - unchanged_since >= SETTLED_AFTER_S else None
+
+    try:
+        return wait_for(settled, timeout, f"Job {job_id} final and settled", interval=0.1)
+    except AssertionError as timeout_error:
+        raise AssertionError(f"{timeout_error}\nlast Job: {source.job(job_id)}") from None
 
 
 def _last_update(job: Mapping[str, Any]) -> object:
@@ -316,7 +327,7 @@ class RestartWatch:
     serves one epoch's `numRestarts` in increasing order, so the daemon cannot have seen more.
     """
 
-    daemon: ProbeDaemon
+    daemon: JobSource
     cluster: FlinkCluster
     job_id: str
     jid: str
@@ -378,3 +389,33 @@ class RestartWatch:
         return f"{len(self.samples)} samples (credit_before={self.credit_before}), last:\n" + (
             "\n".join(lines)
         )
+
+
+KILL_WITHIN_S: Final = 0.5
+"""The last read of Flink's count before a JobManager kill is at most this old (well below the
+restart rule's E = 1 s), so the daemon cannot have credited a later value of the old epoch."""
+
+
+def kill_jobmanager_when_caught_up(
+    watch: RestartWatch, cluster: FlinkCluster, and_then: Callable[[], None] = lambda: None
+) -> int:
+    """Once the daemon shows Flink's current count (>= 1), kill the JobManager within
+    `KILL_WITHIN_S` of a read of Flink that still shows it, then `and_then()` at once; returns
+    that count, which the old epoch is then owed exactly."""
+    deadline = time.monotonic() + 120
+    while True:
+        caught_up = watch.until(
+            lambda s: s.flink is not None and s.flink >= 1 and watch.caught_up(s),
+            "the daemon to catch up with Flink",
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
+        asked = time.monotonic()
+        try:
+            again = cluster.num_restarts(watch.jid) or 0
+        except (OSError, FlinkRestError):
+            continue
+        if again == caught_up.flink and time.monotonic() - asked < KILL_WITHIN_S:
+            cluster.kill_jobmanager()
+            and_then()
+            return again
+        # A restart came in between (or the read was slow): the daemon must catch up again.

@@ -34,23 +34,31 @@ restart would be lost. The count must again end at Flink's per-epoch counts plus
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from daemon_harness import dashed, flink_status_of, restarts_of, state_of
+from event_log import events_of, steps
 
 from .cluster import FlinkCluster, FlinkRestError
-from .daemon import TARGET, ProbeDaemon, RestartWatch, Sample, record_result
+from .daemon import (
+    TARGET,
+    ProbeDaemon,
+    RestartWatch,
+    Sample,
+    kill_jobmanager_when_caught_up,
+    record_result,
+)
 from .testjob import FlinkWithTestJob
 from .waiting import wait_for
 
 pytestmark = [pytest.mark.realflink, pytest.mark.slow]
 
 FAILOVERS = 2
-KILL_WITHIN_S = 0.5
-"""The last read of Flink's count before a kill is at most this old (well below E = 1 s)."""
+FAILURE_MESSAGE = "flinkprobe: intentional failure"
 # Fails 3 s after every (re)start: about one restart in 4 s, so the daemon (which shows a
 # restart 2-3 s after Flink does) is caught up with Flink for a while in every cycle.
 RESTART_EVERY_MS = 3000
@@ -69,27 +77,6 @@ def start_time_or_none(cluster: FlinkCluster, jid: str) -> int | None:
         return cluster.start_time(jid)
     except (OSError, FlinkRestError):
         return None  # no JobManager, or a leader election (503)
-
-
-def kill_when_caught_up(watch: RestartWatch, cluster: FlinkCluster) -> int:
-    """Wait until the daemon shows Flink's current count (>= 1 in this epoch), then kill the
-    JobManager within `KILL_WITHIN_S` of a read of Flink that still shows it; return it."""
-    deadline = time.monotonic() + 120
-    while True:
-        caught_up = watch.until(
-            lambda s: s.flink is not None and s.flink >= 1 and watch.caught_up(s),
-            "the daemon to catch up with Flink",
-            timeout=max(1.0, deadline - time.monotonic()),
-        )
-        asked = time.monotonic()
-        try:
-            again = cluster.num_restarts(watch.jid) or 0
-        except (OSError, FlinkRestError):
-            continue
-        if again == caught_up.flink and time.monotonic() - asked < KILL_WITHIN_S:
-            cluster.kill_jobmanager()
-            return again
-        # A restart came in between (or the read was slow): the daemon must catch up again.
 
 
 def running_edge(cluster: FlinkCluster, jid: str) -> float:
@@ -185,7 +172,9 @@ def test_two_failovers_add_up_every_epoch_plus_one_per_failover(
         first_counts_after_failover: list[int] = []
         unknown_during_election: list[Sample] = []
         for _ in range(FAILOVERS):
-            killed_at, first_after, unknown = fail_over(watch, cluster, daemon, kill_when_caught_up)
+            killed_at, first_after, unknown = fail_over(
+                watch, cluster, daemon, kill_jobmanager_when_caught_up
+            )
             # The kill came once the daemon had credited Flink's count: it shows it unchanged.
             assert unknown.daemon == watch.credit_before - 1, watch.report()
             epoch_counts.append(killed_at)
@@ -210,7 +199,31 @@ def test_two_failovers_add_up_every_epoch_plus_one_per_failover(
         assert restarts_of(steady_job) == FAILOVERS
         assert flink_status_of(steady_job) == "CANCELED"
         assert {job["jid"] for job in cluster.jobs_overview()} >= {jid, steady}
+        events = events_of(daemon.client, dashed(jid))
+        flink_history = cluster.exceptions(jid)["exceptionHistory"]["entries"]
         daemon.terminate()
+
+    # Each failover is an event, and the count steps through every restart and failover.
+    failovers = [
+        e["spec"]["details"] for e in events if e["metadata"]["name"] == "JOBMANAGER_FAILOVER"
+    ]
+    assert len(failovers) == FAILOVERS
+    chain = steps(events)
+    assert chain[0][0] == 0
+    assert chain[-1][1] == expected
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(chain)), chain
+    # The causes seen in the first JobManager are still listed, though Flink's history (its
+    # newest JobManager's) has none of them.
+    first_epoch = [
+        cause
+        for e in events
+        if e["metadata"]["name"] == "JOB_RESTARTED"
+        for cause in e["spec"]["details"]["rootCauses"]
+        if cause["timestamp"] < failovers[0]["newStartTime"]
+    ]
+    assert len(first_epoch) == epoch_counts[0]
+    assert all(FAILURE_MESSAGE in cause["message"] for cause in first_epoch)
+    assert all(entry["timestamp"] >= failovers[-1]["newStartTime"] for entry in flink_history)
 
     record_result(
         f"flink-{flink_version} ha-failover x{FAILOVERS} (quiet): flink per epoch "

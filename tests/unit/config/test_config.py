@@ -25,7 +25,7 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "config" / "example.yaml"
 POSTGRESQL_EXAMPLE = EXAMPLE.with_name("example-postgresql.yaml")
 JOB_ID = "3f1da3c8-6f22-430f-9200-eda014ea5319"
 OTHER_JOB_ID = "6b0e6a4c-2f7e-4c59-9a52-1f0e2b7d9c11"
-DURATION_HINT = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, or a number of seconds"
+DURATION_HINT = "use e.g. 500ms, 1.5s, 10s, 5m, 1h, 30d, or a number of seconds"
 
 
 @pytest.fixture(autouse=True)
@@ -216,7 +216,7 @@ def test_durations(text: str | float, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["soon", "10 minutes", "1d", "10S", "1m30s", "", "s", "inf", "nan", True, None, [1]]
+    "text", ["soon", "10 minutes", "1w", "10S", "1m30s", "", "s", "inf", "nan", True, None, [1]]
 )
 def test_garbage_durations_are_refused(text: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
@@ -355,7 +355,7 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
             {"FLINK_PROBE_PROBE__METRICS_REFRESH": "soon"},
             [
                 "probe.metrics_refresh: invalid duration 'soon': use e.g. 500ms, 1.5s, 10s, 5m, "
-                "1h, or a number of seconds (from FLINK_PROBE_PROBE__METRICS_REFRESH)"
+                "1h, 30d, or a number of seconds (from FLINK_PROBE_PROBE__METRICS_REFRESH)"
             ],
             id="metrics-refresh-env",
         ),
@@ -499,7 +499,7 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
             {},
             [
                 "config file flink-probe.yaml: top level must be a mapping of sections"
-                " (server, probe, state, logging, targets, jobs, targets_files,"
+                " (server, probe, state, logging, events, targets, jobs, targets_files,"
                 " targets_refresh, targets_http, enrollment), got a list"
             ],
             id="top-level-list",
@@ -675,14 +675,14 @@ ABSURD_DURATIONS = {
     "interval-subnormal": ("probe: {interval: 1e-320}", "probe.interval: must be at least 100ms"),
     "interval-1ns": ("probe: {interval: 0.000000001s}", "probe.interval: must be at least 100ms"),
     "interval-99ms": ("probe: {interval: 99ms}", "probe.interval: must be at least 100ms"),
-    "interval-huge": ("probe: {interval: 1e300}", "probe.interval: must be at most 87600h"),
+    "interval-huge": ("probe: {interval: 1e300}", "probe.interval: must be at most 3650d"),
     "refresh-subnormal": (
         "probe: {metrics_refresh: 1e-320}",
         "probe.metrics_refresh: must be 0 or at least 1ms",
     ),
     "start-timeout-huge": (
         "probe: {start_timeout: 1e300h}",
-        "probe.start_timeout: must be at most 87600h",
+        "probe.start_timeout: must be at most 3650d",
     ),
     "retention-subnormal": (
         "probe: {metrics_retention: 1e-320}",
@@ -702,7 +702,7 @@ ABSURD_DURATIONS = {
     ),
     "max-age-huge": (
         TARGET_A.replace("}]", ", metrics_max_age: 1e308}]"),
-        "targets[0].metrics_max_age: must be at most 87600h",
+        "targets[0].metrics_max_age: must be at most 3650d",
     ),
     "max-age-subnormal": (
         TARGET_A.replace("}]", ", overview_max_age: 1e-320}]"),
@@ -720,7 +720,7 @@ def test_absurd_durations_are_one_line(text: str, expected: str) -> None:
 
 def test_durations_at_their_bounds_load() -> None:
     config = load_text(
-        "probe: {interval: 100ms, timeout: 1ms, metrics_refresh: 1ms, start_timeout: 87600h}"
+        "probe: {interval: 100ms, timeout: 1ms, metrics_refresh: 1ms, start_timeout: 3650d}"
     )
 
     assert (config.probe.interval, config.probe.timeout) == (0.1, 0.001)

@@ -78,7 +78,7 @@ def check_invariants(before: JobRecord, obs: Observation, result: FoldResult) ->
         assert new.state is old.state, "a final Job left its state"
 
     # Transition events are the legal path actually taken.
-    moves = [e for e in result.events if isinstance(e, Transitioned)]
+    moves = [e for e in result.changes if isinstance(e, Transitioned)]
     path = [old.state, *(m.target for m in moves)]
     assert all(m.source is path[i] for i, m in enumerate(moves))
     assert path[-1] is new.state
@@ -118,7 +118,7 @@ def check_invariants(before: JobRecord, obs: Observation, result: FoldResult) ->
         assert started.flink_job_id == JID
         assert started.last_update_time == from_epoch(obs.at)
         assert started.observed_flink_job_restarts == result.record.ledger.observed
-        increases = [e for e in result.events if isinstance(e, RestartsIncreased)]
+        increases = [e for e in result.changes if isinstance(e, RestartsIncreased)]
         before_count = 0 if was is None else was.observed_flink_job_restarts
         if started.observed_flink_job_restarts > before_count:
             assert increases == [
@@ -136,7 +136,7 @@ def test_starting_job_becomes_started_with_status_started_filled(status: FlinkJo
     result = fold(starting(), found(BASE + 5, status), SETTINGS)
     job = result.record.job
     assert job.state is S.STARTED
-    assert result.events[0] == Transitioned(S.STARTING, S.STARTED)
+    assert result.changes[0] == Transitioned(S.STARTING, S.STARTED)
     started = job.status.started
     assert started is not None
     assert started.flink_job_id == JID
@@ -161,7 +161,7 @@ def test_transition_time_is_when_first_seen_started() -> None:
 def test_starting_job_seen_initializing_stays_starting(status: FlinkJobStatus) -> None:
     result = fold(starting(), found(BASE + 5, status), SETTINGS)
     assert result.record.job == starting().job
-    assert result.events == ()
+    assert result.changes == ()
     assert result.record.ledger.seen
 
 
@@ -172,7 +172,7 @@ def test_unreachable_cluster_changes_no_state_only_the_observed_status(presence:
     result = fold(record, absent(BASE + 20, presence), SETTINGS)
     job = result.record.job
     assert job.state is S.STARTED
-    assert result.events == ()
+    assert result.changes == ()
     assert job.status.started is not None
     assert job.status.started.observed_flink_job_status is F.UNKNOWN
     assert job.status.started.last_update_time == from_epoch(BASE + 20)
@@ -269,7 +269,7 @@ def test_flink_failed_fails_the_job_with_flinks_message(record: JobRecord) -> No
     assert job.metadata.terminated_at == from_epoch(BASE + 30)
     assert job.status.started is not None
     assert job.status.started.observed_flink_job_status is F.FAILED
-    assert result.events[-1] == Transitioned(S.STARTED, S.FAILED)
+    assert result.changes[-1] == Transitioned(S.STARTED, S.FAILED)
 
 
 def test_flink_failed_without_a_message_still_says_why() -> None:
@@ -280,7 +280,7 @@ def test_flink_failed_without_a_message_still_says_why() -> None:
 
 def test_started_then_canceled_records_the_path_through_terminating() -> None:
     result = fold(started_record(), found(BASE + 30, F.CANCELED), SETTINGS)
-    assert result.events[:2] == (
+    assert result.changes[:2] == (
         Transitioned(S.STARTED, S.TERMINATING),
         Transitioned(S.TERMINATING, S.TERMINATED),
     )
@@ -391,7 +391,7 @@ def assert_same_as_the_general_fold(
     if result.stored:
         assert general == result
     else:
-        assert general.events == result.events == ()
+        assert general.changes == result.changes == ()
         job = replace_model(result.record.shown_job, metadata=general.record.job.metadata)
         assert dataclasses.replace(result.record, job=job) == general.record
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from probe._core.causes import RootCause
 from probe._core.model import FlinkJobStatus
 from probe._flink.client import (
     MAX_EXCEPTION_MESSAGE_CHARS,
@@ -22,6 +23,7 @@ from probe._flink.client import (
     parse_newest_exception,
     parse_num_restarts,
     parse_overview,
+    parse_root_causes,
 )
 
 # Bodies served by a real Flink 2.3.0: standalone, and across ZooKeeper HA failovers.
@@ -177,7 +179,13 @@ def test_overview_ignores_extra_fields() -> None:
     ],
 )
 def test_not_json(name: str, body: bytes) -> None:
-    for parse in (parse_overview, parse_job_details, parse_num_restarts, parse_newest_exception):
+    for parse in (
+        parse_overview,
+        parse_job_details,
+        parse_num_restarts,
+        parse_newest_exception,
+        parse_root_causes,
+    ):
         assert kind_of(parse, body) is FailureKind.NOT_JSON, (name, parse.__name__)
 
 
@@ -323,6 +331,34 @@ def test_newest_exception_of_a_restarting_job_is_its_newest_task_failure() -> No
     assert parse_newest_exception(rest("35_job_restart_exceptions_after_restarts.json")) == (
         "java.lang.RuntimeException: flinkreal: intentional failure after 5000 ms (record 49)"
     )
+
+
+def test_root_causes_of_a_restarting_job_are_its_task_failures_newest_first() -> None:
+    causes = parse_root_causes(rest("35_job_restart_exceptions_after_restarts.json"))
+
+    assert len(causes) >= 2
+    assert [cause.timestamp for cause in causes] == sorted(
+        (cause.timestamp for cause in causes), reverse=True
+    )
+    newest = causes[0]
+    assert newest.exception == "java.lang.RuntimeException"
+    assert newest.message == "flinkreal: intentional failure after 5000 ms (record 49)"
+    assert newest.task_name is not None
+    assert newest.task_name.startswith("Source: ")
+
+
+def test_root_causes_skip_entries_that_cannot_be_told_apart() -> None:
+    body = history(
+        {
+            "exceptionName": "java.io.IOException",
+            "timestamp": 5,
+            "stacktrace": "java.io.IOException: disk",
+        },
+        {"exceptionName": "java.io.IOException"},
+        {"timestamp": 3, "stacktrace": "x"},
+        "not an entry",
+    )
+    assert parse_root_causes(body) == (RootCause("java.io.IOException", "disk", 5, None),)
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from simulation import BASE
 from probe._core.record import JobRecord
 from probe._runtime.book import TOUCH_STORED_EVERY, JobBook
 from probe._runtime.ownership import Ownership
-from probe._store import StoredJob
+from probe._store import StoredEvent, StoredJob
 from probe._store.sqlite import SQLiteStore
 
 
@@ -32,11 +32,14 @@ class SlowStore(SQLiteStore):
     writing: threading.Event
 
     def write_batch(
-        self, jobs: Sequence[StoredJob], fences: Mapping[str, int] | None = None
-    ) -> None:
+        self,
+        jobs: Sequence[StoredJob],
+        fences: Mapping[str, int] | None = None,
+        events: Sequence[StoredEvent] = (),
+    ) -> int:
         self.writing.set()
         self.proceed.wait(timeout=10)
-        super().write_batch(jobs, fences)
+        return super().write_batch(jobs, fences, events)
 
 
 @pytest.fixture

@@ -140,6 +140,28 @@ def test_a_profile_gives_its_credentials_and_tls(tmp_path: Path) -> None:
     assert effective.config.server_name == "flink"
 
 
+def test_a_profile_gives_its_lag_bounds() -> None:
+    """A cluster whose metric fetcher runs less often needs a larger bound, or the restart
+    rule would credit a stale count to a newer JobManager."""
+    profiles = EnrollmentConfig.model_validate(
+        {
+            "profiles": {
+                "slow": {"metrics_max_age": "40s", "overview_max_age": "5s"},
+                "untrusted": {"max_clock_skew": "off"},
+            }
+        }
+    ).profiles
+    slow = discovered("a", "http://a:1/", profile="slow")
+    untrusted = discovered("b", "http://b:1/", profile="untrusted")
+
+    merged = merge_targets([], [slow, untrusted], profiles, interval=5.0).targets
+
+    assert (merged["a"].config.metrics_max_age, merged["a"].config.overview_max_age) == (40, 5)
+    assert merged["a"].config.max_clock_skew == 1.0
+    assert merged["b"].config.metrics_max_age == 15.0  # probe.interval + 10 s
+    assert merged["b"].config.max_clock_skew is None
+
+
 @pytest.mark.parametrize(
     ("profile", "url", "reason"),
     [
