@@ -142,15 +142,14 @@ class Dialect:
         mark = self.mark
         conditions = [f"namespace = {mark}"]
         parameters: list[object] = [query.namespace]
-        for column, value in (
-            ("job_id", query.job_id),
-            ("deployment_name", query.deployment_name),
-            ("reason", query.reason),
+        for condition, value in (
+            ("job_id =", query.job_id),
+            ("deployment_name =", query.deployment_name),
+            ("reason =", query.reason),
             ("created_at >=", query.since),
             ("seq <", query.before),
         ):
             if value is not None:
-                condition = column if " " in column else f"{column} ="
                 conditions.append(f"{condition} {mark}")
                 parameters.append(value)
         parameters.append(query.limit)

@@ -351,6 +351,15 @@ TARGET_A = "targets: [{name: local, url: 'http://a:8081'}]\n"
             id="negative-metrics-refresh",
         ),
         pytest.param(
+            "events: {retention: 0s, max_per_job: 0}",
+            {},
+            [
+                "events.retention: must be at least 1ms",
+                "events.max_per_job: must be at least 1, got 0",
+            ],
+            id="events-retention",
+        ),
+        pytest.param(
             "",
             {"FLINK_PROBE_PROBE__METRICS_REFRESH": "soon"},
             [
